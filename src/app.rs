@@ -1,0 +1,90 @@
+//! Wiring: opens the spool, builds the backend, binds the listeners, runs the
+//! SMTP server and the delivery engine, and drains both on shutdown within
+//! `shutdown_timeout`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backends;
+use crate::config::Loaded;
+use crate::delivery::{Engine, backoff::Backoff, ratelimit::Pacer};
+use crate::observability::health::Health;
+use crate::smtp::{self, session::Limits};
+use crate::spool::Spool;
+
+/// Runs the daemon until `shutdown` is cancelled, then drains.
+pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cfg = &loaded.config;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let spool_dir = cfg.spool.dir.clone();
+    let min_free = cfg.spool.min_free_space;
+    let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, min_free))
+        .await?
+        .with_context(|| format!("cannot open spool {}", cfg.spool.dir.display()))?;
+    let spool = Arc::new(spool);
+    tracing::info!(
+        dir = %cfg.spool.dir.display(),
+        queued = recovery.queued,
+        held_released = recovery.held_released,
+        temp_removed = recovery.temp_removed,
+        orphans_removed = recovery.orphans_removed,
+        broken = recovery.broken,
+        "spool recovered"
+    );
+    let backend = backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
+    let health = Arc::new(Health::default());
+
+    let listener = TcpListener::bind(cfg.smtp.listen)
+        .await
+        .with_context(|| format!("cannot listen on smtp.listen {}", cfg.smtp.listen))?;
+    let smtp_addr = listener.local_addr()?;
+
+    let tracker = TaskTracker::new();
+    let engine = Arc::new(Engine {
+        spool: spool.clone(),
+        backend: backend.clone(),
+        pacer: Pacer::new(cfg.delivery.rate_limit),
+        backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
+        max_age: cfg.delivery.max_age.0,
+        concurrency: cfg.delivery.concurrency,
+        health: health.clone(),
+    });
+    let shared = Arc::new(smtp::Shared {
+        spool: spool.clone(),
+        backend: backend.clone(),
+        hostname: cfg.smtp.hostname.clone(),
+        limits: Limits {
+            max_message_size: cfg.smtp.max_message_size,
+            max_recipients: cfg.smtp.max_recipients,
+            max_errors: cfg.smtp.max_errors,
+        },
+        max_connections: cfg.smtp.max_connections,
+        command_timeout: cfg.smtp.command_timeout.0,
+        data_timeout: cfg.smtp.data_timeout.0,
+    });
+
+    tracing::info!(addr = %smtp_addr, backend = backend.name(), "smtp listening on {smtp_addr}");
+    let smtp_task = tokio::spawn(smtp::serve(listener, shared, shutdown.clone(), tracker.clone()));
+    let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
+
+    shutdown.cancelled().await;
+    health.set_draining();
+    let _ = smtp_task.await;
+    let _ = engine_task.await;
+    tracker.close();
+    let grace = cfg.shutdown_timeout.0;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            timeout = %humantime::format_duration(grace),
+            "shutdown_timeout reached with work in flight; unfinished messages stay queued"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The delivery engine: takes due messages from the spool, paces them
+//! through the rate limiter, hands them to the backend, and records the
+//! outcome back in the spool. It is the only place outcomes turn into spool
+//! state:
+//!
+//! - delivered: the entry leaves the spool;
+//! - transient: attempts+1, next attempt after an exponential, jittered
+//!   backoff (never before the API's `Retry-After`), dead-letter after `max_age`;
+//! - permanent: dead-letter at once with the API's code and text;
+//! - configuration fault: hold the message, retry at `retry_max`, report it
+//!   in readiness until a delivery succeeds.
+//!
+//! A message split into several API calls records each accepted part, so a
+//! retry never resends recipients the API already took.
+
+pub mod backoff;
+pub mod outcome;
+pub mod ratelimit;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backends::Backend;
+use crate::message::Envelope;
+use crate::observability::health::Health;
+use crate::observability::maillog;
+use crate::spool::{Failure, Meta, Spool};
+use backoff::Backoff;
+use outcome::Outcome;
+use ratelimit::Pacer;
+
+/// Longest the scheduler sleeps without looking at the spool again.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+pub struct Engine {
+    pub spool: Arc<Spool>,
+    pub backend: Arc<dyn Backend>,
+    pub pacer: Pacer,
+    pub backoff: Backoff,
+    pub max_age: Duration,
+    pub concurrency: usize,
+    pub health: Arc<Health>,
+}
+
+impl Engine {
+    /// Runs until `shutdown`; deliveries in flight are tracked by `tracker`
+    /// so the caller can wait for them within its deadline.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        while !shutdown.is_cancelled() {
+            let free = permits.available_permits();
+            if free > 0 {
+                for id in self.spool.claim_due(SystemTime::now(), free) {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let engine = self.clone();
+                    let token = shutdown.clone();
+                    tracker.spawn(async move {
+                        engine.deliver(&id, &token).await;
+                        drop(permit);
+                    });
+                }
+            }
+            let wait = self
+                .spool
+                .next_due()
+                .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(IDLE_POLL)
+                .min(IDLE_POLL);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.spool.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn deliver(&self, id: &str, shutdown: &CancellationToken) {
+        let spool = self.spool.clone();
+        let load_id = id.to_string();
+        let loaded = tokio::task::spawn_blocking(move || spool.load(&load_id)).await;
+        let (mut meta, raw) = match loaded {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::error!(id, error = %e, "cannot load spooled message");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(id, error = %e, "spool loader panicked");
+                return;
+            }
+        };
+        let envelope = Envelope {
+            mail_from: meta.envelope.mail_from.clone(),
+            rcpt_to: meta.pending_recipients(),
+        };
+        let backend = self.backend.clone();
+        let mapped = tokio::task::spawn_blocking(move || backend.map(&envelope, &raw)).await;
+        let mapped = match mapped {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                let reason = format!("message cannot be mapped: {e}");
+                return self.finish(meta, Some(Outcome::Permanent { code: None, reason })).await;
+            }
+            Err(e) => {
+                let reason = format!("mapping panicked: {e}");
+                return self.finish(meta, Some(Outcome::Permanent { code: None, reason })).await;
+            }
+        };
+        meta.attempts += 1;
+        let total = mapped.calls.len();
+        for (part, call) in mapped.calls.iter().enumerate() {
+            let waited = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Not sent: it stays queued for the next start.
+                    meta.attempts -= 1;
+                    return self.persist(&meta, false).await;
+                }
+                waited = self.pacer.acquire() => waited,
+            };
+            if !waited.is_zero() {
+                metrics::counter!("postrelay_rate_limit_waits_total").increment(1);
+            }
+            let started = std::time::Instant::now();
+            let outcome = self.backend.send(id, part, call).await;
+            metrics::histogram!("postrelay_api_latency_seconds", "backend" => self.backend.name())
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("postrelay_delivery_attempts_total",
+                "backend" => self.backend.name(), "outcome" => outcome_label(&outcome))
+            .increment(1);
+            match outcome {
+                Outcome::Delivered { api_id, note } => {
+                    maillog::delivered(&meta, self.backend.name(), api_id.as_deref(), note.as_deref(), part, total, call.recipients.len());
+                    meta.delivered.extend(call.recipients.iter().cloned());
+                    if part + 1 < total {
+                        self.persist(&meta, true).await;
+                    }
+                }
+                other => return self.finish(meta, Some(other)).await,
+            }
+        }
+        self.finish(meta, None).await
+    }
+
+    /// Records the end of an attempt. `None` means every call was accepted.
+    async fn finish(&self, mut meta: Meta, outcome: Option<Outcome>) {
+        let now = SystemTime::now();
+        let backend = self.backend.name();
+        match outcome {
+            None => {
+                self.health.clear_fault();
+                let spool = self.spool.clone();
+                let id = meta.id.clone();
+                match tokio::task::spawn_blocking(move || spool.complete(&id)).await {
+                    Ok(Ok(())) => maillog::done(&meta, backend),
+                    Ok(Err(e)) => tracing::error!(id = %meta.id, error = %e, "delivered, but cannot remove from spool: it may be sent again"),
+                    Err(e) => tracing::error!(id = %meta.id, error = %e, "spool remover panicked"),
+                }
+            }
+            Some(Outcome::Transient { reason, retry_after, throttled }) => {
+                if throttled {
+                    self.pacer.slow_down(retry_after.unwrap_or(Duration::from_secs(1)));
+                }
+                let age = now.duration_since(meta.received_at).unwrap_or_default();
+                if age >= self.max_age {
+                    let reason = format!("gave up after {} attempts over {}: {reason}", meta.attempts, humantime::format_duration(Duration::from_secs(age.as_secs())));
+                    return self.dead_letter(meta, None, reason).await;
+                }
+                let delay = self.backoff.delay(meta.attempts, retry_after, &mut rand::rng());
+                meta.next_attempt_at = now + delay;
+                meta.last_error = Some(reason);
+                meta.held = false;
+                maillog::retry(&meta, backend, delay);
+                self.persist(&meta, false).await;
+            }
+            Some(Outcome::Permanent { code, reason }) => self.dead_letter(meta, code, reason).await,
+            Some(Outcome::ConfigFault { code, reason }) => {
+                self.health.set_fault(&reason);
+                meta.next_attempt_at = now + self.backoff.max();
+                meta.last_error = Some(reason);
+                meta.held = true;
+                maillog::held(&meta, backend, code.as_deref(), self.backoff.max());
+                self.persist(&meta, false).await;
+            }
+            Some(Outcome::Delivered { .. }) => unreachable!("delivered parts are handled by deliver"),
+        }
+    }
+
+    async fn dead_letter(&self, mut meta: Meta, code: Option<String>, mut reason: String) {
+        if !meta.delivered.is_empty() {
+            reason.push_str(&format!(" (already accepted for {} of {} recipients)", meta.delivered.len(), meta.envelope.rcpt_to.len()));
+        }
+        meta.failure = Some(Failure {
+            code,
+            reason,
+            failed_at: SystemTime::now(),
+        });
+        let spool = self.spool.clone();
+        let m = meta.clone();
+        match tokio::task::spawn_blocking(move || spool.dead_letter(&m)).await {
+            Ok(Ok(())) => {
+                metrics::counter!("postrelay_dead_letters_total").increment(1);
+                maillog::failed(&meta, self.backend.name());
+            }
+            Ok(Err(e)) => tracing::error!(id = %meta.id, error = %e, "cannot move message to failed/; it stays queued"),
+            Err(e) => tracing::error!(id = %meta.id, error = %e, "spool mover panicked"),
+        }
+    }
+
+    /// Writes the entry's state; `progress_only` keeps it in flight.
+    async fn persist(&self, meta: &Meta, progress_only: bool) {
+        let spool = self.spool.clone();
+        let m = meta.clone();
+        let result = tokio::task::spawn_blocking(move || if progress_only { spool.save(&m) } else { spool.reschedule(&m) }).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(id = %meta.id, error = %e, "cannot record delivery state"),
+            Err(e) => tracing::error!(id = %meta.id, error = %e, "spool writer panicked"),
+        }
+    }
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Delivered { .. } => "delivered",
+        Outcome::Transient { .. } => "transient",
+        Outcome::Permanent { .. } => "permanent",
+        Outcome::ConfigFault { .. } => "config_fault",
+    }
+}

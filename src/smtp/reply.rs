@@ -1,0 +1,170 @@
+//! Every SMTP reply postrelay sends, in one place (RFC 5321 codes with
+//! RFC 3463 enhanced status codes). Replies name the limit or feature that
+//! applies, never a path, URL or credential.
+
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// Enhanced status code (`2.0.0`); empty for the greeting.
+    pub status: &'static str,
+    pub text: String,
+    /// Extra lines (EHLO capabilities), sent before `text`'s line as continuation lines.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            status,
+            text: text.into(),
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    /// Appends the wire form (CRLF-terminated, multi-line when needed) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut s = String::new();
+        let total = self.lines.len() + 1;
+        let first = std::iter::once(&self.text).chain(self.lines.iter());
+        for (i, line) in first.enumerate() {
+            let sep = if i + 1 == total { ' ' } else { '-' };
+            if self.status.is_empty() || i > 0 {
+                let _ = write!(s, "{}{}{}\r\n", self.code, sep, line);
+            } else {
+                let _ = write!(s, "{}{}{} {}\r\n", self.code, sep, self.status, line);
+            }
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+pub fn greeting(host: &str) -> Reply {
+    Reply::new(220, "", format!("{host} ESMTP postrelay"))
+}
+
+pub fn ehlo(host: &str, client: &str, max_size: usize) -> Reply {
+    let mut r = Reply::new(250, "", format!("{host} greets {client}"));
+    r.lines = vec![
+        "PIPELINING".into(),
+        format!("SIZE {max_size}"),
+        "8BITMIME".into(),
+        "SMTPUTF8".into(),
+        "ENHANCEDSTATUSCODES".into(),
+    ];
+    r
+}
+
+pub fn helo(host: &str) -> Reply {
+    Reply::new(250, "", host.to_string())
+}
+
+pub fn ok() -> Reply {
+    Reply::new(250, "2.0.0", "Ok")
+}
+pub fn sender_ok() -> Reply {
+    Reply::new(250, "2.1.0", "Sender ok")
+}
+pub fn recipient_ok() -> Reply {
+    Reply::new(250, "2.1.5", "Recipient ok")
+}
+pub fn start_data() -> Reply {
+    Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+}
+pub fn queued(id: &str) -> Reply {
+    Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+}
+pub fn bye() -> Reply {
+    Reply::new(221, "2.0.0", "Bye")
+}
+pub fn help() -> Reply {
+    Reply::new(214, "2.0.0", "postrelay: see RFC 5321; commands EHLO HELO MAIL RCPT DATA RSET NOOP QUIT")
+}
+pub fn vrfy() -> Reply {
+    Reply::new(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+}
+
+pub fn too_large(max: usize) -> Reply {
+    Reply::new(552, "5.3.4", format!("Message size exceeds fixed maximum message size of {max} bytes"))
+}
+pub fn too_many_recipients(max: usize) -> Reply {
+    Reply::new(452, "4.5.3", format!("Too many recipients (at most {max} per message)"))
+}
+pub fn spool_full() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
+}
+pub fn spool_error() -> Reply {
+    Reply::new(451, "4.3.0", "Local error in processing, try again later")
+}
+pub fn too_many_connections() -> Reply {
+    Reply::new(421, "4.3.2", "Too many connections, try again later")
+}
+pub fn shutting_down(host: &str) -> Reply {
+    Reply::new(421, "4.3.2", format!("{host} shutting down, try again later"))
+}
+pub fn timeout(host: &str) -> Reply {
+    Reply::new(421, "4.4.2", format!("{host} timeout exceeded, closing connection"))
+}
+pub fn too_many_errors() -> Reply {
+    Reply::new(421, "4.7.0", "Too many errors, closing connection")
+}
+
+pub fn bad_sequence(what: &str) -> Reply {
+    Reply::new(503, "5.5.1", format!("Bad sequence of commands: {what}"))
+}
+pub fn unknown_command() -> Reply {
+    Reply::new(500, "5.5.2", "Syntax error, command unrecognized")
+}
+pub fn not_implemented(cmd: &str) -> Reply {
+    Reply::new(502, "5.5.1", format!("{cmd} not implemented"))
+}
+pub fn syntax(usage: &str) -> Reply {
+    Reply::new(501, "5.5.4", format!("Syntax: {usage}"))
+}
+pub fn line_too_long() -> Reply {
+    Reply::new(500, "5.5.6", "Line too long")
+}
+pub fn bad_parameter(param: &str) -> Reply {
+    Reply::new(555, "5.5.4", format!("Unsupported or invalid parameter {param}"))
+}
+pub fn bad_sender() -> Reply {
+    Reply::new(553, "5.1.7", "Invalid sender address")
+}
+pub fn bad_recipient() -> Reply {
+    Reply::new(553, "5.1.3", "Invalid recipient address")
+}
+pub fn nested_mail() -> Reply {
+    bad_sequence("sender already specified")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(r: &Reply) -> String {
+        let mut v = Vec::new();
+        r.write_to(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn single_line_carries_enhanced_status() {
+        assert_eq!(wire(&queued("01ABC")), "250 2.0.0 Ok: queued as 01ABC\r\n");
+        assert_eq!(wire(&greeting("relay.local")), "220 relay.local ESMTP postrelay\r\n");
+    }
+
+    #[test]
+    fn ehlo_lists_capabilities_as_continuation_lines() {
+        let w = wire(&ehlo("relay.local", "client", 1000));
+        assert_eq!(
+            w,
+            "250-relay.local greets client\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The SMTP state machine: HELO → MAIL → RCPT → DATA, one verb at a time.
+//! Pure: it sees parsed commands (from smtp-proto) and returns what the
+//! connection should do. Sockets, timeouts and the spool are the
+//! connection's business.
+
+use std::borrow::Cow;
+
+use smtp_proto::{Error as ProtoError, Request};
+
+use super::reply::{self, Reply};
+use crate::message::Envelope;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+}
+
+/// What the connection does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Reply(Reply),
+    /// Send `354` and read the message.
+    StartData,
+    /// Send the reply and close the connection.
+    Close(Reply),
+}
+
+#[derive(Debug)]
+pub struct Session {
+    hostname: String,
+    limits: Limits,
+    helo: Option<String>,
+    mail_from: Option<String>,
+    rcpts: Vec<String>,
+    errors: u32,
+}
+
+impl Session {
+    pub fn new(hostname: String, limits: Limits) -> Session {
+        Session {
+            hostname,
+            limits,
+            helo: None,
+            mail_from: None,
+            rcpts: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// True between `MAIL FROM` and the end of the transaction.
+    pub fn in_transaction(&self) -> bool {
+        self.mail_from.is_some()
+    }
+
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            mail_from: self.mail_from.clone().unwrap_or_default(),
+            rcpt_to: self.rcpts.clone(),
+        }
+    }
+
+    /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO).
+    pub fn reset(&mut self) {
+        self.mail_from = None;
+        self.rcpts.clear();
+    }
+
+    /// Handles one parsed (or unparseable) command line.
+    pub fn command(&mut self, parsed: Result<Request<Cow<'_, str>>, ProtoError>) -> Action {
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => return self.protocol_error(e),
+        };
+        match request {
+            Request::Ehlo { host } => {
+                self.reset();
+                self.helo = Some(host.to_string());
+                Action::Reply(reply::ehlo(&self.hostname, &host, self.limits.max_message_size))
+            }
+            Request::Helo { host } => {
+                self.reset();
+                self.helo = Some(host.to_string());
+                Action::Reply(reply::helo(&self.hostname))
+            }
+            Request::Mail { from } => {
+                if self.helo.is_none() {
+                    return self.error(reply::bad_sequence("send EHLO or HELO first"));
+                }
+                if self.mail_from.is_some() {
+                    return self.error(reply::nested_mail());
+                }
+                if from.size > self.limits.max_message_size {
+                    return self.error(reply::too_large(self.limits.max_message_size));
+                }
+                let addr = from.address.trim();
+                if !addr.is_empty() && !valid_mailbox(addr) {
+                    return self.error(reply::bad_sender());
+                }
+                self.mail_from = Some(addr.to_string());
+                Action::Reply(reply::sender_ok())
+            }
+            Request::Rcpt { to } => {
+                if self.mail_from.is_none() {
+                    return self.error(reply::bad_sequence("need MAIL before RCPT"));
+                }
+                let addr = to.address.trim();
+                if !valid_mailbox(addr) {
+                    return self.error(reply::bad_recipient());
+                }
+                if self.rcpts.len() >= self.limits.max_recipients {
+                    // Not counted as an error: the client sends the rest in the next transaction.
+                    return Action::Reply(reply::too_many_recipients(self.limits.max_recipients));
+                }
+                if !self.rcpts.iter().any(|r| r.eq_ignore_ascii_case(addr)) {
+                    self.rcpts.push(addr.to_string());
+                }
+                Action::Reply(reply::recipient_ok())
+            }
+            Request::Data => {
+                if self.mail_from.is_none() {
+                    return self.error(reply::bad_sequence("need MAIL before DATA"));
+                }
+                if self.rcpts.is_empty() {
+                    return self.error(reply::bad_sequence("no valid recipients"));
+                }
+                Action::StartData
+            }
+            Request::Rset => {
+                self.reset();
+                Action::Reply(reply::ok())
+            }
+            Request::Noop { .. } => Action::Reply(reply::ok()),
+            Request::Quit => Action::Close(reply::bye()),
+            Request::Vrfy { .. } => Action::Reply(reply::vrfy()),
+            Request::Help { .. } => Action::Reply(reply::help()),
+            other => {
+                let name = other.name();
+                self.error(reply::not_implemented(name))
+            }
+        }
+    }
+
+    /// A line that failed to parse.
+    fn protocol_error(&mut self, e: ProtoError) -> Action {
+        let r = match e {
+            ProtoError::UnknownCommand => reply::unknown_command(),
+            ProtoError::InvalidSenderAddress => reply::bad_sender(),
+            ProtoError::InvalidRecipientAddress => reply::bad_recipient(),
+            ProtoError::SyntaxError { syntax } => reply::syntax(syntax),
+            ProtoError::InvalidParameter { param } => reply::bad_parameter(param),
+            ProtoError::UnsupportedParameter { param } => reply::bad_parameter(&param),
+            ProtoError::ResponseTooLong => reply::line_too_long(),
+            ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => reply::unknown_command(),
+        };
+        self.error(r)
+    }
+
+    /// Counts a client error; too many end the session.
+    pub fn error(&mut self, r: Reply) -> Action {
+        self.errors += 1;
+        if self.errors > self.limits.max_errors {
+            Action::Close(reply::too_many_errors())
+        } else {
+            Action::Reply(r)
+        }
+    }
+}
+
+/// `local@domain`, no spaces or control characters. SMTPUTF8 addresses are allowed.
+fn valid_mailbox(addr: &str) -> bool {
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !addr.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session::new(
+            "relay.test".into(),
+            Limits {
+                max_message_size: 1000,
+                max_recipients: 2,
+                max_errors: 3,
+            },
+        )
+    }
+
+    fn run(s: &mut Session, line: &str) -> Action {
+        let bytes = format!("{line}\r\n").into_bytes();
+        let mut it = bytes.iter();
+        s.command(Request::parse(&mut it))
+    }
+
+    fn code(a: &Action) -> u16 {
+        match a {
+            Action::Reply(r) | Action::Close(r) => r.code,
+            Action::StartData => 354,
+        }
+    }
+
+    #[test]
+    fn full_transaction_reaches_data() {
+        let mut s = session();
+        assert_eq!(code(&run(&mut s, "EHLO client")), 250);
+        assert_eq!(code(&run(&mut s, "MAIL FROM:<>")), 250);
+        assert_eq!(code(&run(&mut s, "RCPT TO:<a@b.example>")), 250);
+        assert_eq!(run(&mut s, "DATA"), Action::StartData);
+        assert_eq!(s.envelope(), Envelope { mail_from: String::new(), rcpt_to: vec!["a@b.example".into()] });
+    }
+
+    #[test]
+    fn sequence_errors_answer_503() {
+        let mut s = session();
+        assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b>")), 503);
+        run(&mut s, "HELO c");
+        assert_eq!(code(&run(&mut s, "RCPT TO:<a@b>")), 503);
+        assert_eq!(code(&run(&mut s, "DATA")), 503);
+    }
+
+    #[test]
+    fn recipient_cap_answers_452_without_counting_an_error() {
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        run(&mut s, "MAIL FROM:<a@b>");
+        for _ in 0..5 {
+            run(&mut s, "RCPT TO:<x@y>");
+        }
+        run(&mut s, "RCPT TO:<z@y>");
+        assert_eq!(code(&run(&mut s, "RCPT TO:<w@y>")), 452);
+        assert_eq!(s.envelope().rcpt_to.len(), 2);
+    }
+
+    #[test]
+    fn declared_size_over_limit_is_refused_at_mail() {
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b> SIZE=5000")), 552);
+        assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b> SIZE=500")), 250);
+    }
+
+    #[test]
+    fn too_many_errors_close_the_session() {
+        let mut s = session();
+        for _ in 0..3 {
+            assert!(matches!(run(&mut s, "BOGUS"), Action::Reply(_)));
+        }
+        assert!(matches!(run(&mut s, "BOGUS"), Action::Close(r) if r.code == 421));
+    }
+}
