@@ -4,6 +4,9 @@
 //! Backends never touch the spool: `delivery` records what they report.
 
 pub mod dry_run;
+pub mod http;
+pub mod postal;
+pub mod postmark;
 
 use std::future::Future;
 use std::path::Path;
@@ -62,16 +65,65 @@ pub fn postal_options(cfg: &Config) -> MappingOptions {
 
 /// Builds the configured backend.
 pub fn build(cfg: &Config, secrets: &Secrets, spool_root: &Path) -> Result<Arc<dyn Backend>, BackendError> {
-    let _ = secrets;
-    match cfg.backend {
-        BackendKind::DryRun | BackendKind::Postmark | BackendKind::Postal => Ok(Arc::new(dry_run::DryRun::new(
-            spool_root.join("dry-run"),
-            postmark_options(cfg),
-        )?)),
+    let missing = |key: &str| BackendError::Http(format!("{key} is not set"));
+    Ok(match cfg.backend {
+        BackendKind::DryRun => Arc::new(dry_run::DryRun::new(spool_root.join("dry-run"), postmark_options(cfg))?),
+        BackendKind::Postmark => {
+            let token = secrets.postmark_token.clone().ok_or_else(|| missing("postmark.server_token"))?;
+            let client = http::build_client().map_err(|e| BackendError::Http(e.to_string()))?;
+            Arc::new(Postmark {
+                client: postmark::PostmarkClient::new(client, &cfg.postmark.api_url, token),
+                options: postmark_options(cfg),
+            })
+        }
+        BackendKind::Postal => {
+            let key = secrets.postal_key.clone().ok_or_else(|| missing("postal.api_key"))?;
+            let url = cfg.postal.api_url.clone().ok_or_else(|| missing("postal.api_url"))?;
+            let client = http::build_client().map_err(|e| BackendError::Http(e.to_string()))?;
+            Arc::new(Postal {
+                client: postal::PostalClient::new(client, &url, key),
+                options: postal_options(cfg),
+            })
+        }
+    })
+}
+
+/// Postmark's `/email`: one call per (at most 50-recipient) part.
+struct Postmark {
+    client: postmark::PostmarkClient,
+    options: MappingOptions,
+}
+
+impl Backend for Postmark {
+    fn name(&self) -> &'static str {
+        "postmark"
+    }
+
+    fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
+        mapping::postmark::map(envelope, raw, &self.options)
+    }
+
+    fn send<'a>(&'a self, _id: &'a str, _part: usize, call: &'a ApiCall) -> SendFuture<'a> {
+        Box::pin(self.client.send(&call.body))
     }
 }
 
-#[allow(dead_code)]
-fn _postal_map(e: &Envelope, r: &[u8], o: &MappingOptions) -> Result<Mapped, MappingError> {
-    mapping::postal::map(e, r, o)
+/// Postal's `/api/v1/send/raw`: the message itself, one call for all recipients.
+struct Postal {
+    client: postal::PostalClient,
+    options: MappingOptions,
+}
+
+impl Backend for Postal {
+    fn name(&self) -> &'static str {
+        "postal"
+    }
+
+    fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
+        mapping::postal::map(envelope, raw, &self.options)
+    }
+
+    fn send<'a>(&'a self, _id: &'a str, _part: usize, call: &'a ApiCall) -> SendFuture<'a> {
+        Box::pin(self.client.send(&call.body))
+    }
 }

@@ -22,6 +22,8 @@ use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
 const READ_BUF: usize = 64 * 1024;
+/// Longest command line accepted (RFC 5321 asks for 512; extensions make lines longer).
+const MAX_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
 
 /// Why the connection ends early.
 enum Stop {
@@ -63,6 +65,8 @@ impl Conn {
     async fn serve(&mut self, shutdown: &CancellationToken) -> Stop {
         reply::greeting(self.session.hostname()).write_to(&mut self.out);
         let mut receiver = RequestReceiver::default();
+        // Bytes of the current, unfinished command line already handed to `receiver`.
+        let mut partial = 0usize;
         let mut skipping_long_line = false;
         let mut input: Vec<u8> = Vec::new();
         loop {
@@ -70,26 +74,46 @@ impl Conn {
             let mut it = input.iter();
             let mut start_data = None;
             loop {
+                let rest = it.as_slice();
                 if skipping_long_line {
-                    match it.as_slice().iter().position(|&b| b == b'\n') {
+                    match rest.iter().position(|&b| b == b'\n') {
                         Some(pos) => {
-                            it = it.as_slice()[pos + 1..].iter();
+                            it = rest[pos + 1..].iter();
                             skipping_long_line = false;
                         }
-                        None => {
-                            it = [].iter();
-                            break;
-                        }
+                        None => break,
                     }
+                    continue;
                 }
-                let parsed = receiver.ingest(&mut it);
-                if matches!(parsed, Err(ProtoError::NeedsMoreData { .. })) {
+                if rest.is_empty() {
                     break;
                 }
-                if matches!(parsed, Err(ProtoError::ResponseTooLong)) {
-                    skipping_long_line = true;
+                let parsed = match rest.iter().position(|&b| b == b'\n') {
+                    Some(pos) if partial + pos + 1 > MAX_LINE => {
+                        it = rest[pos + 1..].iter();
+                        Err(ProtoError::ResponseTooLong)
+                    }
+                    None if partial + rest.len() > MAX_LINE => {
+                        skipping_long_line = true;
+                        it = [].iter();
+                        Err(ProtoError::ResponseTooLong)
+                    }
+                    found => {
+                        partial = if found.is_some() { 0 } else { partial + rest.len() };
+                        let parsed = receiver.ingest(&mut it);
+                        if matches!(parsed, Err(ProtoError::NeedsMoreData { .. })) {
+                            break;
+                        }
+                        parsed
+                    }
+                };
+                let too_long = matches!(parsed, Err(ProtoError::ResponseTooLong));
+                let action = self.session.command(parsed);
+                if too_long {
+                    receiver = RequestReceiver::default();
+                    partial = 0;
                 }
-                match self.session.command(parsed) {
+                match action {
                     Action::Reply(r) => r.write_to(&mut self.out),
                     Action::Close(r) => return Stop::Say(r),
                     Action::StartData => {

@@ -1,0 +1,287 @@
+//! Test harness: runs the real `postrelay` binary on a fresh spool with
+//! SMTP on an ephemeral port, and talks to it over real sockets.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postrelay");
+
+/// A running daemon.
+pub struct Relay {
+    pub child: Child,
+    pub smtp: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// What a test wants from the daemon it starts.
+#[derive(Default, Clone)]
+pub struct Setup {
+    /// TOML without `smtp.listen` / `spool.dir` (the harness sets those through the environment).
+    pub toml: String,
+    pub env: HashMap<String, String>,
+}
+
+impl Setup {
+    pub fn toml(toml: &str) -> Setup {
+        Setup {
+            toml: toml.to_string(),
+            env: HashMap::new(),
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Setup {
+        self.env.insert(k.to_string(), v.to_string());
+        self
+    }
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("postrelay-test").tempdir().expect("tempdir")
+}
+
+impl Relay {
+    /// Starts the daemon with its spool under `dir` (reused across restarts).
+    pub fn start(dir: &Path, setup: &Setup) -> Relay {
+        let cfg = dir.join("postrelay.toml");
+        std::fs::write(&cfg, &setup.toml).expect("write config");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&cfg)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("POSTRELAY_SMTP__LISTEN", "127.0.0.1:0")
+            .env("POSTRELAY_SPOOL__DIR", dir.join("spool"))
+            .env("POSTRELAY_SPOOL__MIN_FREE_SPACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &setup.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn postrelay");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = after(&line, "smtp listening on ") {
+                    let _ = tx.send(("smtp", addr));
+                }
+                if let Some(addr) = after(&line, "http listening on ") {
+                    let _ = tx.send(("http", addr));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut relay = Relay {
+            child,
+            smtp: "0.0.0.0:0".parse().unwrap(),
+            http: None,
+            dir: dir.to_path_buf(),
+            logs,
+        };
+        let wants_http = setup.toml.contains("[http]") || setup.env.contains_key("POSTRELAY_HTTP__LISTEN");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while relay.smtp.port() == 0 || (wants_http && relay.http.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(("smtp", a)) => relay.smtp = a.parse().expect("smtp addr"),
+                Ok((_, a)) => relay.http = Some(a.parse().expect("http addr")),
+                Err(_) => panic!("daemon did not start; log:\n{}", relay.log()),
+            }
+        }
+        relay
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.join("spool")
+    }
+
+    pub fn log(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn connect(&self) -> Smtp {
+        Smtp::connect(self.smtp)
+    }
+
+    /// Polls `cond` until it holds or `secs` pass; panics with the log otherwise.
+    pub fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}; log:\n{}", self.log());
+    }
+
+    pub fn wait_log(&self, needle: &str, secs: u64) {
+        self.wait_for(&format!("log line {needle:?}"), secs, || self.log().contains(needle));
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for exit (with a deadline).
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("daemon did not stop after SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the daemon in KiB (`VmRSS`) and its peak (`VmHWM`).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn files_in(&self, sub: &str, ext: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.spool().join(sub))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.extension().is_some_and(|e| e == ext));
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+    assert!(ok.success());
+}
+
+fn after(line: &str, marker: &str) -> Option<String> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+/// A raw SMTP client: exact bytes out, whole replies in.
+pub struct Smtp {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Smtp {
+    pub fn connect(addr: SocketAddr) -> Smtp {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Smtp { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &str) {
+        self.send_bytes(bytes.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one reply (all its lines); returns the full text.
+    pub fn reply(&mut self) -> String {
+        let mut text = String::new();
+        loop {
+            let line = self.line();
+            text.push_str(&line);
+            text.push('\n');
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return text;
+            }
+        }
+    }
+
+    /// Reads one reply and asserts it starts with `prefix` (e.g. "250" or "250 2.0.0").
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let r = self.reply();
+        assert!(r.starts_with(prefix), "expected {prefix:?}, got {r:?}");
+        r
+    }
+
+    /// Sends a command line and expects a reply code.
+    pub fn cmd(&mut self, line: &str, prefix: &str) -> String {
+        self.send(&format!("{line}\r\n"));
+        self.expect(prefix)
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return String::from_utf8_lossy(&line).trim_end().to_string();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("read reply");
+            assert!(n > 0, "connection closed while waiting for a reply (have {:?})", String::from_utf8_lossy(&self.buf));
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// True when the server has closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    /// Sends one whole message; returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>"), "250");
+        for r in to {
+            self.cmd(&format!("RCPT TO:<{r}>"), "250");
+        }
+        self.cmd("DATA", "354");
+        self.send(body);
+        self.send("\r\n.\r\n");
+        self.reply()
+    }
+}
+
+/// Queue id from `250 2.0.0 Ok: queued as <id>`.
+pub fn queued_id(reply: &str) -> String {
+    reply.trim().rsplit(' ').next().expect("id").to_string()
+}
+
+pub fn simple_message(subject: &str) -> String {
+    format!("From: Sender <sender@example.com>\r\nTo: rcpt@example.org\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.com>\r\n\r\nHello from the test.\r\n")
+}
+
+/// Config for a Postmark backend at an address where nothing listens: mail stays queued.
+pub fn unreachable_postmark() -> String {
+    "backend = \"postmark\"\n[postmark]\nserver_token = \"test-token\"\napi_url = \"http://127.0.0.1:9\"\n[delivery]\nretry_initial = \"1h\"\nretry_max = \"2h\"\n".to_string()
+}
