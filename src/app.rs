@@ -37,7 +37,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         broken = recovery.broken,
         "spool recovered"
     );
-    let backend = backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
+    let backend =
+        backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
     let health = Arc::new(Health::default());
 
     let listener = TcpListener::bind(cfg.smtp.listen)
@@ -70,7 +71,12 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     });
 
     tracing::info!(addr = %smtp_addr, backend = backend.name(), "smtp listening on {smtp_addr}");
-    let smtp_task = tokio::spawn(smtp::serve(listener, shared, shutdown.clone(), tracker.clone()));
+    let smtp_task = tokio::spawn(smtp::serve(
+        listener,
+        shared,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
 
     shutdown.cancelled().await;

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "postrelay", version, about = "SMTP-to-API relay for Postmark and Postal")]
+#[command(
+    name = "postrelay",
+    version,
+    about = "SMTP-to-API relay for Postmark and Postal"
+)]
 pub struct Cli {
     /// TOML configuration file (without one, the embedded dry-run default is used).
     #[arg(long, short = 'c', global = true, env = "POSTRELAY_CONFIG")]

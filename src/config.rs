@@ -245,7 +245,11 @@ impl<'de> Deserialize<'de> for Dur {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map(Dur)
-            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a duration (e.g. \"30s\", \"15m\", \"5d\")")))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration (e.g. \"30s\", \"15m\", \"5d\")"
+                ))
+            })
     }
 }
 
@@ -278,7 +282,10 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
 }
 
 /// Same as [`load`], with the environment passed in (tests).
-pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Loaded, ConfigError> {
+pub fn load_from(
+    path: Option<&Path>,
+    env: &HashMap<String, String>,
+) -> Result<Loaded, ConfigError> {
     let overrides = env_overrides(env);
     let mut builder = config::Config::builder();
     if let Some(path) = path {
@@ -305,7 +312,10 @@ pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> Result<L
             "postmark.server_token",
             config.postmark.server_token.clone(),
             config.postmark.server_token_file.as_deref(),
-            (env_has("postmark__server_token"), env_has("postmark__server_token_file")),
+            (
+                env_has("postmark__server_token"),
+                env_has("postmark__server_token_file"),
+            ),
             env,
             "POSTMARK_SERVER_TOKEN",
         )?,
@@ -381,18 +391,55 @@ fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError>
     Ok(SecretString::from(trimmed.to_string()))
 }
 
-/// Turns the config crate's error into one line that names the key.
+/// Rewrites the config crate's "<problem> for key `k` in <origin>" as
+/// "k: <problem>, expected ... (in <origin>)".
 fn describe(err: config::ConfigError) -> ConfigError {
-    ConfigError::Invalid(err.to_string())
+    let text = err.to_string();
+    let Some(start) = text.find(" for key `") else {
+        return ConfigError::Invalid(text);
+    };
+    let rest = &text[start + " for key `".len()..];
+    let Some(end) = rest.find('`') else {
+        return ConfigError::Invalid(text);
+    };
+    let key = &rest[..end];
+    let origin = rest[end + 1..].trim();
+    let mut message = hint(key, &text[..start]);
+    if !origin.is_empty() {
+        message = format!("{message} ({origin})");
+    }
+    key_error(key, message)
+}
+
+/// Adds the expected form where the deserializer's text lacks it.
+fn hint(key: &str, problem: &str) -> String {
+    if let Some(value) = problem.split("variant constructor ").nth(1) {
+        let expected = match key {
+            "backend" => "\"postmark\", \"postal\" or \"dry-run\"",
+            "log.format" => "\"text\" or \"json\"",
+            _ => "one of the documented values",
+        };
+        return format!("unknown value {value:?}, expected {expected}");
+    }
+    if problem.contains("socket address") {
+        return format!("{problem}, expected host:port, e.g. \"127.0.0.1:2525\"");
+    }
+    problem.to_string()
 }
 
 fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
     if c.smtp.hostname.trim().is_empty() || c.smtp.hostname.contains(char::is_whitespace) {
-        return Err(key_error("smtp.hostname", "must be a host name without spaces, e.g. \"relay.local\""));
+        return Err(key_error(
+            "smtp.hostname",
+            "must be a host name without spaces, e.g. \"relay.local\"",
+        ));
     }
     if c.smtp.max_message_size == 0 {
-        return Err(key_error("smtp.max_message_size", "must be a positive number of bytes"));
+        return Err(key_error(
+            "smtp.max_message_size",
+            "must be a positive number of bytes",
+        ));
     }
     if c.smtp.max_recipients == 0 {
         return Err(key_error("smtp.max_recipients", "must be at least 1"));
@@ -404,7 +451,10 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
         return Err(key_error("delivery.concurrency", "must be at least 1"));
     }
     if c.delivery.retry_initial.0.is_zero() {
-        return Err(key_error("delivery.retry_initial", "must be longer than 0s, e.g. \"5s\""));
+        return Err(key_error(
+            "delivery.retry_initial",
+            "must be longer than 0s, e.g. \"5s\"",
+        ));
     }
     if c.delivery.retry_initial > c.delivery.retry_max {
         return Err(key_error(
@@ -413,7 +463,10 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
         ));
     }
     if c.delivery.max_age.0.is_zero() {
-        return Err(key_error("delivery.max_age", "must be longer than 0s, e.g. \"5d\""));
+        return Err(key_error(
+            "delivery.max_age",
+            "must be longer than 0s, e.g. \"5d\"",
+        ));
     }
     match c.backend {
         BackendKind::Postmark => {
@@ -425,7 +478,10 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
             }
             check_url("postmark.api_url", &c.postmark.api_url, &mut warnings)?;
             if c.postmark.message_stream.trim().is_empty() {
-                return Err(key_error("postmark.message_stream", "must not be empty, e.g. \"outbound\""));
+                return Err(key_error(
+                    "postmark.message_stream",
+                    "must not be empty, e.g. \"outbound\"",
+                ));
             }
         }
         BackendKind::Postal => {
@@ -449,8 +505,12 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
 }
 
 fn check_url(key: &str, url: &str, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| key_error(key, format!("{url:?} is not a URL ({e}), e.g. \"https://api.postmarkapp.com\"")))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        key_error(
+            key,
+            format!("{url:?} is not a URL ({e}), e.g. \"https://api.postmarkapp.com\""),
+        )
+    })?;
     match parsed.scheme() {
         "https" => {}
         "http" => {
@@ -467,7 +527,12 @@ fn check_url(key: &str, url: &str, warnings: &mut Vec<String>) -> Result<(), Con
             }
         }
         other => {
-            return Err(key_error(key, format!("scheme {other:?} is not supported; use https:// (or http:// for a local server)")));
+            return Err(key_error(
+                key,
+                format!(
+                    "scheme {other:?} is not supported; use https:// (or http:// for a local server)"
+                ),
+            ));
         }
     }
     if parsed.host().is_none() {

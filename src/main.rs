@@ -34,7 +34,10 @@ fn main() -> ExitCode {
 
 fn serve(loaded: config::Loaded) -> ExitCode {
     observability::init_logging(&loaded.config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postrelay: cannot start the runtime: {e}");

@@ -14,11 +14,20 @@ fn dry_run() -> Setup {
 #[test]
 fn ehlo_advertises_pipelining_size_8bitmime_smtputf8_enhancedstatuscodes() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_message_size = 123456\nhostname = \"mx.test\"\n"));
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\nmax_message_size = 123456\nhostname = \"mx.test\"\n"),
+    );
     let mut c = relay.connect();
     c.expect("220 mx.test");
     let r = c.cmd("EHLO client.example", "250");
-    for cap in ["PIPELINING", "SIZE 123456", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"] {
+    for cap in [
+        "PIPELINING",
+        "SIZE 123456",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+    ] {
         assert!(r.lines().any(|l| l[4..] == *cap), "missing {cap} in {r}");
     }
     assert!(!r.contains("STARTTLS") && !r.contains("AUTH"), "{r}");
@@ -110,7 +119,10 @@ fn overlong_command_line_gets_500_and_the_session_goes_on() {
 #[test]
 fn declared_size_over_limit_is_refused_at_mail_from() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_message_size = 1000\n"));
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\nmax_message_size = 1000\n"),
+    );
     let mut c = relay.connect();
     c.expect("220");
     c.cmd("EHLO client", "250");
@@ -121,7 +133,10 @@ fn declared_size_over_limit_is_refused_at_mail_from() {
 #[test]
 fn oversized_message_gets_552_and_nothing_is_queued() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_message_size = 2000\n"));
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\nmax_message_size = 2000\n"),
+    );
     let mut c = relay.connect();
     c.expect("220");
     c.cmd("EHLO client", "250");
@@ -129,9 +144,16 @@ fn oversized_message_gets_552_and_nothing_is_queued() {
     let r = c.send_mail("a@example.com", &["b@example.org"], &body);
     assert!(r.starts_with("552 5.3.4"), "{r}");
     // The session is still usable and the next, small message goes through.
-    let r = c.send_mail("a@example.com", &["b@example.org"], &simple_message("small"));
+    let r = c.send_mail(
+        "a@example.com",
+        &["b@example.org"],
+        &simple_message("small"),
+    );
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    assert_eq!(relay.files_in("tmp", "eml"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        relay.files_in("tmp", "eml"),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[test]
@@ -160,7 +182,10 @@ fn null_sender_is_accepted_and_delivered() {
     c.cmd("EHLO client", "250");
     let r = c.send_mail("", &["postmaster@example.org"], &simple_message("bounce"));
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    let out = relay.spool().join("dry-run").join(format!("{}.json", queued_id(&r)));
+    let out = relay
+        .spool()
+        .join("dry-run")
+        .join(format!("{}.json", queued_id(&r)));
     relay.wait_for("dry-run output", 20, || out.exists());
 }
 
@@ -177,7 +202,10 @@ fn bare_lf_message_is_accepted_and_stored_with_crlf() {
     c.cmd("DATA", "354");
     c.send("From: a@example.com\nTo: b@example.org\nSubject: bare lf\n\nline one\nline two\r\n..dot-stuffed\r\n.\r\n");
     let r = c.expect("250 2.0.0");
-    let eml = relay.spool().join("queue").join(format!("{}.eml", queued_id(&r)));
+    let eml = relay
+        .spool()
+        .join("queue")
+        .join(format!("{}.eml", queued_id(&r)));
     let stored = std::fs::read(eml).expect("queued message");
     assert_eq!(
         String::from_utf8(stored).unwrap(),
@@ -238,7 +266,14 @@ fn lettre_client_sends_a_message_that_reaches_the_dry_run_output() {
         .timeout(Some(Duration::from_secs(20)))
         .build();
     let response = mailer.send(&email).expect("lettre send");
-    let id = response.message().last().expect("reply text").rsplit(' ').next().unwrap().to_string();
+    let id = response
+        .message()
+        .last()
+        .expect("reply text")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let out = relay.spool().join("dry-run").join(format!("{id}.json"));
     relay.wait_for("dry-run output", 20, || out.exists());
 }
@@ -270,10 +305,18 @@ fn thirty_megabyte_message_streams_without_memory_growing_with_it() {
     c.send(".\r\n");
     let r = c.expect("250 2.0.0");
     let (after, peak) = relay.rss_kib();
-    let eml = relay.spool().join("queue").join(format!("{}.eml", queued_id(&r)));
+    let eml = relay
+        .spool()
+        .join("queue")
+        .join(format!("{}.eml", queued_id(&r)));
     let size = std::fs::metadata(eml).unwrap().len();
     assert!(size > 30_000_000, "{size}");
-    eprintln!("RSS KiB: before {before}, mid-stream (26 MB sent) {mid}, after accept {after}, peak {peak}");
+    eprintln!(
+        "RSS KiB: before {before}, mid-stream (26 MB sent) {mid}, after accept {after}, peak {peak}"
+    );
     // Streaming holds a few buffers, not the message: growth stays far below 26 MB.
-    assert!(mid.saturating_sub(before) < 8 * 1024, "RSS grew from {before} KiB to {mid} KiB while streaming");
+    assert!(
+        mid.saturating_sub(before) < 8 * 1024,
+        "RSS grew from {before} KiB to {mid} KiB while streaming"
+    );
 }

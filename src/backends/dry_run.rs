@@ -55,7 +55,8 @@ impl Backend for DryRun {
                 }
             };
             body.push(b'\n');
-            let written = tokio::task::spawn_blocking(move || fsio::write_atomic(&path, &body)).await;
+            let written =
+                tokio::task::spawn_blocking(move || fsio::write_atomic(&path, &body)).await;
             match written {
                 Ok(Ok(())) => Outcome::Delivered {
                     api_id: Some(format!("dry-run-{id}-{}", part + 1)),

@@ -64,12 +64,22 @@ pub fn postal_options(cfg: &Config) -> MappingOptions {
 }
 
 /// Builds the configured backend.
-pub fn build(cfg: &Config, secrets: &Secrets, spool_root: &Path) -> Result<Arc<dyn Backend>, BackendError> {
+pub fn build(
+    cfg: &Config,
+    secrets: &Secrets,
+    spool_root: &Path,
+) -> Result<Arc<dyn Backend>, BackendError> {
     let missing = |key: &str| BackendError::Http(format!("{key} is not set"));
     Ok(match cfg.backend {
-        BackendKind::DryRun => Arc::new(dry_run::DryRun::new(spool_root.join("dry-run"), postmark_options(cfg))?),
+        BackendKind::DryRun => Arc::new(dry_run::DryRun::new(
+            spool_root.join("dry-run"),
+            postmark_options(cfg),
+        )?),
         BackendKind::Postmark => {
-            let token = secrets.postmark_token.clone().ok_or_else(|| missing("postmark.server_token"))?;
+            let token = secrets
+                .postmark_token
+                .clone()
+                .ok_or_else(|| missing("postmark.server_token"))?;
             let client = http::build_client().map_err(|e| BackendError::Http(e.to_string()))?;
             Arc::new(Postmark {
                 client: postmark::PostmarkClient::new(client, &cfg.postmark.api_url, token),
@@ -77,8 +87,15 @@ pub fn build(cfg: &Config, secrets: &Secrets, spool_root: &Path) -> Result<Arc<d
             })
         }
         BackendKind::Postal => {
-            let key = secrets.postal_key.clone().ok_or_else(|| missing("postal.api_key"))?;
-            let url = cfg.postal.api_url.clone().ok_or_else(|| missing("postal.api_url"))?;
+            let key = secrets
+                .postal_key
+                .clone()
+                .ok_or_else(|| missing("postal.api_key"))?;
+            let url = cfg
+                .postal
+                .api_url
+                .clone()
+                .ok_or_else(|| missing("postal.api_url"))?;
             let client = http::build_client().map_err(|e| BackendError::Http(e.to_string()))?;
             Arc::new(Postal {
                 client: postal::PostalClient::new(client, &url, key),

@@ -14,13 +14,18 @@ pub struct Backoff {
 impl Backoff {
     /// `initial` must be non-zero and not above `max` (config validation checks both).
     pub fn new(initial: Duration, max: Duration) -> Backoff {
-        assert!(!initial.is_zero() && initial <= max, "invalid backoff bounds");
+        assert!(
+            !initial.is_zero() && initial <= max,
+            "invalid backoff bounds"
+        );
         Backoff { initial, max }
     }
 
     /// The ceiling for the delay after `attempt` failed attempts (1-based).
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max)
     }
 

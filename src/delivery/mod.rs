@@ -105,11 +105,15 @@ impl Engine {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 let reason = format!("message cannot be mapped: {e}");
-                return self.finish(meta, Some(Outcome::Permanent { code: None, reason })).await;
+                return self
+                    .finish(meta, Some(Outcome::Permanent { code: None, reason }))
+                    .await;
             }
             Err(e) => {
                 let reason = format!("mapping panicked: {e}");
-                return self.finish(meta, Some(Outcome::Permanent { code: None, reason })).await;
+                return self
+                    .finish(meta, Some(Outcome::Permanent { code: None, reason }))
+                    .await;
             }
         };
         meta.attempts += 1;
@@ -135,7 +139,15 @@ impl Engine {
             .increment(1);
             match outcome {
                 Outcome::Delivered { api_id, note } => {
-                    maillog::delivered(&meta, self.backend.name(), api_id.as_deref(), note.as_deref(), part, total, call.recipients.len());
+                    maillog::delivered(
+                        &meta,
+                        self.backend.name(),
+                        api_id.as_deref(),
+                        note.as_deref(),
+                        part,
+                        total,
+                        call.recipients.len(),
+                    );
                     meta.delivered.extend(call.recipients.iter().cloned());
                     if part + 1 < total {
                         self.persist(&meta, true).await;
@@ -158,20 +170,33 @@ impl Engine {
                 let id = meta.id.clone();
                 match tokio::task::spawn_blocking(move || spool.complete(&id)).await {
                     Ok(Ok(())) => maillog::done(&meta, backend),
-                    Ok(Err(e)) => tracing::error!(id = %meta.id, error = %e, "delivered, but cannot remove from spool: it may be sent again"),
+                    Ok(Err(e)) => {
+                        tracing::error!(id = %meta.id, error = %e, "delivered, but cannot remove from spool: it may be sent again")
+                    }
                     Err(e) => tracing::error!(id = %meta.id, error = %e, "spool remover panicked"),
                 }
             }
-            Some(Outcome::Transient { reason, retry_after, throttled }) => {
+            Some(Outcome::Transient {
+                reason,
+                retry_after,
+                throttled,
+            }) => {
                 if throttled {
-                    self.pacer.slow_down(retry_after.unwrap_or(Duration::from_secs(1)));
+                    self.pacer
+                        .slow_down(retry_after.unwrap_or(Duration::from_secs(1)));
                 }
                 let age = now.duration_since(meta.received_at).unwrap_or_default();
                 if age >= self.max_age {
-                    let reason = format!("gave up after {} attempts over {}: {reason}", meta.attempts, humantime::format_duration(Duration::from_secs(age.as_secs())));
+                    let reason = format!(
+                        "gave up after {} attempts over {}: {reason}",
+                        meta.attempts,
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    );
                     return self.dead_letter(meta, None, reason).await;
                 }
-                let delay = self.backoff.delay(meta.attempts, retry_after, &mut rand::rng());
+                let delay = self
+                    .backoff
+                    .delay(meta.attempts, retry_after, &mut rand::rng());
                 meta.next_attempt_at = now + delay;
                 meta.last_error = Some(reason);
                 meta.held = false;
@@ -187,13 +212,19 @@ impl Engine {
                 maillog::held(&meta, backend, code.as_deref(), self.backoff.max());
                 self.persist(&meta, false).await;
             }
-            Some(Outcome::Delivered { .. }) => unreachable!("delivered parts are handled by deliver"),
+            Some(Outcome::Delivered { .. }) => {
+                unreachable!("delivered parts are handled by deliver")
+            }
         }
     }
 
     async fn dead_letter(&self, mut meta: Meta, code: Option<String>, mut reason: String) {
         if !meta.delivered.is_empty() {
-            reason.push_str(&format!(" (already accepted for {} of {} recipients)", meta.delivered.len(), meta.envelope.rcpt_to.len()));
+            reason.push_str(&format!(
+                " (already accepted for {} of {} recipients)",
+                meta.delivered.len(),
+                meta.envelope.rcpt_to.len()
+            ));
         }
         meta.failure = Some(Failure {
             code,
@@ -207,7 +238,9 @@ impl Engine {
                 metrics::counter!("postrelay_dead_letters_total").increment(1);
                 maillog::failed(&meta, self.backend.name());
             }
-            Ok(Err(e)) => tracing::error!(id = %meta.id, error = %e, "cannot move message to failed/; it stays queued"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %meta.id, error = %e, "cannot move message to failed/; it stays queued")
+            }
             Err(e) => tracing::error!(id = %meta.id, error = %e, "spool mover panicked"),
         }
     }
@@ -216,10 +249,19 @@ impl Engine {
     async fn persist(&self, meta: &Meta, progress_only: bool) {
         let spool = self.spool.clone();
         let m = meta.clone();
-        let result = tokio::task::spawn_blocking(move || if progress_only { spool.save(&m) } else { spool.reschedule(&m) }).await;
+        let result = tokio::task::spawn_blocking(move || {
+            if progress_only {
+                spool.save(&m)
+            } else {
+                spool.reschedule(&m)
+            }
+        })
+        .await;
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(id = %meta.id, error = %e, "cannot record delivery state"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %meta.id, error = %e, "cannot record delivery state")
+            }
             Err(e) => tracing::error!(id = %meta.id, error = %e, "spool writer panicked"),
         }
     }

@@ -11,7 +11,15 @@ pub fn received(id: &str, from: &str, rcpts: usize, size: u64, peer: &str) {
     tracing::info!(id = %id, from = %from, rcpts, size, peer = %peer, outcome = "received", "message received");
 }
 
-pub fn delivered(meta: &Meta, backend: &str, api_id: Option<&str>, note: Option<&str>, part: usize, parts: usize, rcpts: usize) {
+pub fn delivered(
+    meta: &Meta,
+    backend: &str,
+    api_id: Option<&str>,
+    note: Option<&str>,
+    part: usize,
+    parts: usize,
+    rcpts: usize,
+) {
     tracing::info!(
         id = %meta.id,
         backend,

@@ -15,7 +15,11 @@ impl CrlfNormalizer {
         let mut start = 0;
         for (i, &b) in chunk.iter().enumerate() {
             if b == b'\n' {
-                let cr_before = if i == 0 { self.prev_cr } else { chunk[i - 1] == b'\r' };
+                let cr_before = if i == 0 {
+                    self.prev_cr
+                } else {
+                    chunk[i - 1] == b'\r'
+                };
                 if !cr_before {
                     out.extend_from_slice(&chunk[start..i]);
                     out.extend_from_slice(b"\r\n");

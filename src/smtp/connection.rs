@@ -8,16 +8,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use smtp_proto::Error as ProtoError;
+use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use super::codec::CrlfNormalizer;
 use super::reply::{self, Reply};
 use super::session::{Action, Session};
-use super::Shared;
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
@@ -33,7 +33,12 @@ enum Stop {
     Say(Reply),
 }
 
-pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let mut conn = Conn {
         stream,
         peer,
@@ -99,7 +104,11 @@ impl Conn {
                         Err(ProtoError::ResponseTooLong)
                     }
                     found => {
-                        partial = if found.is_some() { 0 } else { partial + rest.len() };
+                        partial = if found.is_some() {
+                            0
+                        } else {
+                            partial + rest.len()
+                        };
                         let parsed = receiver.ingest(&mut it);
                         if matches!(parsed, Err(ProtoError::NeedsMoreData { .. })) {
                             break;
@@ -187,7 +196,11 @@ impl Conn {
             if done {
                 break after;
             }
-            let read = tokio::time::timeout(self.shared.data_timeout, self.stream.read(&mut self.readbuf)).await;
+            let read = tokio::time::timeout(
+                self.shared.data_timeout,
+                self.stream.read(&mut self.readbuf),
+            )
+            .await;
             input = match read {
                 Err(_) => return Err(Stop::Say(reply::timeout(self.session.hostname()))),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
@@ -196,7 +209,8 @@ impl Conn {
         };
 
         let r = if size > max {
-            metrics::counter!("postrelay_smtp_messages_total", "result" => "too_large").increment(1);
+            metrics::counter!("postrelay_smtp_messages_total", "result" => "too_large")
+                .increment(1);
             tracing::info!(peer = %self.peer, size, max, "message refused: too large");
             reply::too_large(max)
         } else if let Some(e) = write_error {
@@ -230,7 +244,8 @@ impl Conn {
             }
             Ok(Err(e)) => {
                 let (code, status, text) = e.smtp_reply();
-                metrics::counter!("postrelay_smtp_messages_total", "result" => "refused").increment(1);
+                metrics::counter!("postrelay_smtp_messages_total", "result" => "refused")
+                    .increment(1);
                 tracing::info!(peer = %self.peer, from = %envelope.mail_from, reason = %e, "message refused at DATA");
                 return Reply::new(code, status, text);
             }
@@ -242,7 +257,13 @@ impl Conn {
         let size = incoming.size();
         match incoming.commit(&self.shared.spool, envelope.clone()).await {
             Ok(id) => {
-                maillog::received(&id, &envelope.mail_from, envelope.rcpt_to.len(), size, &self.peer.to_string());
+                maillog::received(
+                    &id,
+                    &envelope.mail_from,
+                    envelope.rcpt_to.len(),
+                    size,
+                    &self.peer.to_string(),
+                );
                 reply::queued(&id)
             }
             Err(e) => self.spool_reply(&e),
@@ -267,7 +288,8 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let res = tokio::time::timeout(Duration::from_secs(60), self.stream.write_all(&self.out)).await;
+        let res =
+            tokio::time::timeout(Duration::from_secs(60), self.stream.write_all(&self.out)).await;
         self.out.clear();
         match res {
             Ok(r) => r,

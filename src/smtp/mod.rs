@@ -33,7 +33,12 @@ pub struct Shared {
 }
 
 /// Accepts connections until `shutdown`; connection tasks join `tracker`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(shared.max_connections));
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -73,7 +78,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     reply::too_many_connections().write_to(&mut out);
-                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
                     let _ = stream.shutdown().await;
                 });
             }

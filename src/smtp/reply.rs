@@ -84,17 +84,33 @@ pub fn bye() -> Reply {
     Reply::new(221, "2.0.0", "Bye")
 }
 pub fn help() -> Reply {
-    Reply::new(214, "2.0.0", "postrelay: see RFC 5321; commands EHLO HELO MAIL RCPT DATA RSET NOOP QUIT")
+    Reply::new(
+        214,
+        "2.0.0",
+        "postrelay: see RFC 5321; commands EHLO HELO MAIL RCPT DATA RSET NOOP QUIT",
+    )
 }
 pub fn vrfy() -> Reply {
-    Reply::new(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+    Reply::new(
+        252,
+        "2.5.2",
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
 }
 
 pub fn too_large(max: usize) -> Reply {
-    Reply::new(552, "5.3.4", format!("Message size exceeds fixed maximum message size of {max} bytes"))
+    Reply::new(
+        552,
+        "5.3.4",
+        format!("Message size exceeds fixed maximum message size of {max} bytes"),
+    )
 }
 pub fn too_many_recipients(max: usize) -> Reply {
-    Reply::new(452, "4.5.3", format!("Too many recipients (at most {max} per message)"))
+    Reply::new(
+        452,
+        "4.5.3",
+        format!("Too many recipients (at most {max} per message)"),
+    )
 }
 pub fn spool_full() -> Reply {
     Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
@@ -106,10 +122,18 @@ pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.3.2", "Too many connections, try again later")
 }
 pub fn shutting_down(host: &str) -> Reply {
-    Reply::new(421, "4.3.2", format!("{host} shutting down, try again later"))
+    Reply::new(
+        421,
+        "4.3.2",
+        format!("{host} shutting down, try again later"),
+    )
 }
 pub fn timeout(host: &str) -> Reply {
-    Reply::new(421, "4.4.2", format!("{host} timeout exceeded, closing connection"))
+    Reply::new(
+        421,
+        "4.4.2",
+        format!("{host} timeout exceeded, closing connection"),
+    )
 }
 pub fn too_many_errors() -> Reply {
     Reply::new(421, "4.7.0", "Too many errors, closing connection")
@@ -131,7 +155,11 @@ pub fn line_too_long() -> Reply {
     Reply::new(500, "5.5.6", "Line too long")
 }
 pub fn bad_parameter(param: &str) -> Reply {
-    Reply::new(555, "5.5.4", format!("Unsupported or invalid parameter {param}"))
+    Reply::new(
+        555,
+        "5.5.4",
+        format!("Unsupported or invalid parameter {param}"),
+    )
 }
 pub fn bad_sender() -> Reply {
     Reply::new(553, "5.1.7", "Invalid sender address")
@@ -156,7 +184,10 @@ mod tests {
     #[test]
     fn single_line_carries_enhanced_status() {
         assert_eq!(wire(&queued("01ABC")), "250 2.0.0 Ok: queued as 01ABC\r\n");
-        assert_eq!(wire(&greeting("relay.local")), "220 relay.local ESMTP postrelay\r\n");
+        assert_eq!(
+            wire(&greeting("relay.local")),
+            "220 relay.local ESMTP postrelay\r\n"
+        );
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl Session {
             Request::Ehlo { host } => {
                 self.reset();
                 self.helo = Some(host.to_string());
-                Action::Reply(reply::ehlo(&self.hostname, &host, self.limits.max_message_size))
+                Action::Reply(reply::ehlo(
+                    &self.hostname,
+                    &host,
+                    self.limits.max_message_size,
+                ))
             }
             Request::Helo { host } => {
                 self.reset();
@@ -160,7 +164,9 @@ impl Session {
             ProtoError::InvalidParameter { param } => reply::bad_parameter(param),
             ProtoError::UnsupportedParameter { param } => reply::bad_parameter(&param),
             ProtoError::ResponseTooLong => reply::line_too_long(),
-            ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => reply::unknown_command(),
+            ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+                reply::unknown_command()
+            }
         };
         self.error(r)
     }
@@ -182,7 +188,9 @@ fn valid_mailbox(addr: &str) -> bool {
         Some((local, domain)) => {
             !local.is_empty()
                 && !domain.is_empty()
-                && !addr.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+                && !addr
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
         }
         None => false,
     }
@@ -223,7 +231,13 @@ mod tests {
         assert_eq!(code(&run(&mut s, "MAIL FROM:<>")), 250);
         assert_eq!(code(&run(&mut s, "RCPT TO:<a@b.example>")), 250);
         assert_eq!(run(&mut s, "DATA"), Action::StartData);
-        assert_eq!(s.envelope(), Envelope { mail_from: String::new(), rcpt_to: vec!["a@b.example".into()] });
+        assert_eq!(
+            s.envelope(),
+            Envelope {
+                mail_from: String::new(),
+                rcpt_to: vec!["a@b.example".into()]
+            }
+        );
     }
 
     #[test]

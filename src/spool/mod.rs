@@ -117,7 +117,9 @@ impl Spool {
             let path = entry?.path();
             let Some(id) = id_of(&path, "json") else {
                 // An .eml without its .json was never acknowledged.
-                if id_of(&path, "eml").is_some_and(|id| !self.queue.join(format!("{id}.json")).exists()) {
+                if id_of(&path, "eml")
+                    .is_some_and(|id| !self.queue.join(format!("{id}.json")).exists())
+                {
                     fs::remove_file(&path)?;
                     r.orphans_removed += 1;
                 }
@@ -165,7 +167,9 @@ impl Spool {
         }
         let id = ulid::Ulid::generate().to_string();
         let path = self.tmp.join(format!("{id}.eml"));
-        let file = tokio::fs::File::create(&path).await.map_err(SpoolError::from_io)?;
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(SpoolError::from_io)?;
         Ok(Incoming {
             id,
             path: Some(path),
@@ -183,7 +187,11 @@ impl Spool {
             .map(|(id, s)| (s.next, id))
             .collect();
         due.sort();
-        let ids: Vec<String> = due.into_iter().take(max).map(|(_, id)| id.clone()).collect();
+        let ids: Vec<String> = due
+            .into_iter()
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect();
         for id in &ids {
             if let Some(s) = slots.get_mut(id) {
                 s.in_flight = true;
@@ -195,7 +203,11 @@ impl Spool {
     /// When the next entry not in flight becomes due.
     pub fn next_due(&self) -> Option<SystemTime> {
         let slots = self.slots.lock().expect("spool lock");
-        slots.values().filter(|s| !s.in_flight).map(|s| s.next).min()
+        slots
+            .values()
+            .filter(|s| !s.in_flight)
+            .map(|s| s.next)
+            .min()
     }
 
     /// Resolves when a new message is queued or an entry is released.
@@ -225,7 +237,10 @@ impl Spool {
 
     /// Persists progress (e.g. recipients delivered so far) without rescheduling.
     pub fn save(&self, meta: &Meta) -> Result<(), SpoolError> {
-        fsio::write_atomic(&self.queue.join(format!("{}.json", meta.id)), &to_json(meta))?;
+        fsio::write_atomic(
+            &self.queue.join(format!("{}.json", meta.id)),
+            &to_json(meta),
+        )?;
         Ok(())
     }
 
@@ -303,7 +318,10 @@ impl Incoming {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.file.write_all(bytes).await.map_err(SpoolError::from_io)?;
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(SpoolError::from_io)?;
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -311,11 +329,19 @@ impl Incoming {
     /// Flushes and fsyncs the received bytes (before reading them back to check limits).
     pub async fn finish(&mut self) -> Result<(), SpoolError> {
         self.file.flush().await.map_err(SpoolError::from_io)?;
-        self.file.get_ref().sync_all().await.map_err(SpoolError::from_io)
+        self.file
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(SpoolError::from_io)
     }
 
     /// Makes the message durable in `queue/`. Returns its id. Call [`finish`](Incoming::finish) first.
-    pub async fn commit(mut self, spool: &std::sync::Arc<Spool>, envelope: Envelope) -> Result<String, SpoolError> {
+    pub async fn commit(
+        mut self,
+        spool: &std::sync::Arc<Spool>,
+        envelope: Envelope,
+    ) -> Result<String, SpoolError> {
         self.finish().await?;
         let tmp_eml = self.path.take().expect("incoming path");
         let meta = Meta::new(self.id.clone(), envelope, self.size, SystemTime::now());
@@ -362,7 +388,10 @@ fn id_of(path: &Path, ext: &str) -> Option<String> {
 fn read_meta(path: &Path) -> Result<Meta, SpoolError> {
     let bytes = fs::read(path)?;
     serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
-        id: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        id: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         reason: e.to_string(),
     })
 }

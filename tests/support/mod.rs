@@ -44,7 +44,10 @@ impl Setup {
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("postrelay-test").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("postrelay-test")
+        .tempdir()
+        .expect("tempdir")
 }
 
 impl Relay {
@@ -91,7 +94,8 @@ impl Relay {
             dir: dir.to_path_buf(),
             logs,
         };
-        let wants_http = setup.toml.contains("[http]") || setup.env.contains_key("POSTRELAY_HTTP__LISTEN");
+        let wants_http =
+            setup.toml.contains("[http]") || setup.env.contains_key("POSTRELAY_HTTP__LISTEN");
         let deadline = Instant::now() + Duration::from_secs(30);
         while relay.smtp.port() == 0 || (wants_http && relay.http.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -129,7 +133,9 @@ impl Relay {
     }
 
     pub fn wait_log(&self, needle: &str, secs: u64) {
-        self.wait_for(&format!("log line {needle:?}"), secs, || self.log().contains(needle));
+        self.wait_for(&format!("log line {needle:?}"), secs, || {
+            self.log().contains(needle)
+        });
     }
 
     pub fn kill9(&mut self) {
@@ -154,7 +160,8 @@ impl Relay {
 
     /// Resident memory of the daemon in KiB (`VmRSS`) and its peak (`VmHWM`).
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -184,7 +191,11 @@ impl Drop for Relay {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
     assert!(ok.success());
 }
 
@@ -202,8 +213,13 @@ pub struct Smtp {
 impl Smtp {
     pub fn connect(addr: SocketAddr) -> Smtp {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Smtp { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Smtp {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &str) {
@@ -248,7 +264,11 @@ impl Smtp {
             }
             let mut chunk = [0u8; 4096];
             let n = self.stream.read(&mut chunk).expect("read reply");
-            assert!(n > 0, "connection closed while waiting for a reply (have {:?})", String::from_utf8_lossy(&self.buf));
+            assert!(
+                n > 0,
+                "connection closed while waiting for a reply (have {:?})",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
@@ -278,7 +298,9 @@ pub fn queued_id(reply: &str) -> String {
 }
 
 pub fn simple_message(subject: &str) -> String {
-    format!("From: Sender <sender@example.com>\r\nTo: rcpt@example.org\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.com>\r\n\r\nHello from the test.\r\n")
+    format!(
+        "From: Sender <sender@example.com>\r\nTo: rcpt@example.org\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.com>\r\n\r\nHello from the test.\r\n"
+    )
 }
 
 /// Config for a Postmark backend at an address where nothing listens: mail stays queued.

@@ -1,0 +1,267 @@
+//! Configuration: every bad config fails before any port is bound, exit 78,
+//! with a message naming the key and the expected form. Also: environment
+//! overrides, secret files, and `check-config` redaction.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{BIN, tempdir};
+
+fn run(args: &[&str], toml: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let dir = tempdir();
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    // A port that something already holds: reaching the bind would fail differently.
+    cmd.env("POSTRELAY_SPOOL__DIR", dir.path().join("spool"));
+    if let Some(t) = toml {
+        let p = dir.path().join("postrelay.toml");
+        std::fs::write(&p, t).unwrap();
+        cmd.arg("--config").arg(p);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    let out = cmd.output().expect("run postrelay");
+    drop(dir);
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_configs_exit_78_with_a_message_naming_the_key() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        ("bogus_key = 1\n", &[], "unknown field `bogus_key`"),
+        (
+            "[smtp]\nlisten = \"not-an-address\"\n",
+            &[],
+            "smtp.listen: invalid socket address syntax, expected host:port",
+        ),
+        (
+            "[smtp]\nmax_message_size = \"ten\"\n",
+            &[],
+            "smtp.max_message_size: invalid type: string \"ten\", expected an integer (in ",
+        ),
+        (
+            "[smtp]\nmax_message_size = 0\n",
+            &[],
+            "smtp.max_message_size: must be a positive number",
+        ),
+        (
+            "[delivery]\nmax_age = \"five days\"\n",
+            &[],
+            "delivery.max_age: \"five days\" is not a duration",
+        ),
+        (
+            "[delivery]\nretry_initial = \"1h\"\nretry_max = \"1m\"\n",
+            &[],
+            "delivery.retry_initial: must not be longer than delivery.retry_max",
+        ),
+        (
+            "[delivery]\nconcurrency = 0\n",
+            &[],
+            "delivery.concurrency: must be at least 1",
+        ),
+        (
+            "[delivery]\nretry_typo = \"1s\"\n",
+            &[],
+            "unknown field `retry_typo`",
+        ),
+        (
+            "backend = \"sendgrid\"\n",
+            &[],
+            "backend: unknown value \"sendgrid\", expected \"postmark\", \"postal\" or \"dry-run\"",
+        ),
+        (
+            "backend = \"postmark\"\n",
+            &[],
+            "postmark.server_token: backend \"postmark\" needs a server token",
+        ),
+        (
+            "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"ftp://x\"\n",
+            &[],
+            "postmark.api_url: scheme \"ftp\"",
+        ),
+        (
+            "backend = \"postal\"\n[postal]\napi_key = \"k\"\n",
+            &[],
+            "postal.api_url: backend \"postal\" needs the URL",
+        ),
+        (
+            "backend = \"postal\"\n[postal]\napi_url = \"https://postal.example.com\"\n",
+            &[],
+            "postal.api_key: backend \"postal\" needs an API key",
+        ),
+        (
+            "[postmark]\nserver_token = \"a\"\nserver_token_file = \"/nonexistent\"\n",
+            &[],
+            "set either postmark.server_token or postmark.server_token_file",
+        ),
+        (
+            "[postmark]\nserver_token_file = \"/nonexistent/token\"\n",
+            &[],
+            "postmark.server_token_file: cannot read /nonexistent/token",
+        ),
+        (
+            "[log]\nformat = \"xml\"\n",
+            &[],
+            "log.format: unknown value \"xml\"",
+        ),
+        ("not toml at all [[[\n", &[], "configuration error"),
+        (
+            "",
+            &[("POSTRELAY_DELIVERY__RATE_LIMIT", "fast")],
+            "delivery.rate_limit: invalid type: string \"fast\", expected an integer (in the environment)",
+        ),
+        (
+            "",
+            &[("POSTRELAY_SMTP__BOGUS", "1")],
+            "smtp: unknown field `bogus`, expected one of `listen`",
+        ),
+    ];
+    for (toml, env, needle) in cases {
+        let out = run(&["check-config"], Some(toml), env);
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "config {toml:?} env {env:?}: {err}"
+        );
+        assert!(
+            err.contains(needle),
+            "config {toml:?} env {env:?}: expected {needle:?} in {err:?}"
+        );
+    }
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_78_before_binding() {
+    let out = run(
+        &["serve"],
+        Some("[smtp]\nlisten = \"127.0.0.1:0\"\nmax_recipients = 0\n"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("listening"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_config_file_exits_78() {
+    let out = run(
+        &["check-config"],
+        None,
+        &[("POSTRELAY_CONFIG", "/nonexistent/postrelay.toml")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("/nonexistent/postrelay.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn no_config_at_all_is_the_dry_run_default() {
+    let out = run(&["check-config"], None, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("backend = \"dry-run\""), "{text}");
+    assert!(text.contains("listen = \"127.0.0.1:2525\""), "{text}");
+}
+
+#[test]
+fn environment_overrides_every_level_and_wins_over_the_file() {
+    let out = run(
+        &["check-config"],
+        Some("[smtp]\nhostname = \"from-file\"\nmax_recipients = 5\n"),
+        &[
+            ("POSTRELAY_SMTP__HOSTNAME", "from-env"),
+            ("POSTRELAY_SMTP__LISTEN", "0.0.0.0:2626"),
+            ("POSTRELAY_DELIVERY__RETRY_MAX", "2h"),
+            ("POSTRELAY_IGNORE_UNSUPPORTED_FEATURES", "true"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "hostname = \"from-env\"",
+        "listen = \"0.0.0.0:2626\"",
+        "max_recipients = 5",
+        "retry_max = \"2h\"",
+        "ignore_unsupported_features = true",
+    ] {
+        assert!(text.contains(want), "missing {want} in {text}");
+    }
+}
+
+#[test]
+fn secrets_are_redacted_and_read_trimmed_from_files() {
+    let dir = tempdir();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "file-secret-token\n").unwrap();
+    let toml = format!(
+        "backend = \"postmark\"\n[postmark]\nserver_token_file = \"{}\"\n",
+        token.display()
+    );
+    let out = run(&["check-config"], Some(&toml), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!all.contains("file-secret-token"), "{all}");
+
+    let out = run(
+        &["check-config"],
+        Some("backend = \"postmark\"\n[postmark]\nserver_token = \"inline-secret\"\n"),
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("server_token = \"[redacted]\""), "{text}");
+    assert!(!text.contains("inline-secret"), "{text}");
+}
+
+#[test]
+fn root_fallback_token_is_honoured_and_env_beats_file() {
+    // POSTMARK_SERVER_TOKEN alone is enough.
+    let out = run(
+        &["check-config"],
+        Some("backend = \"postmark\"\n"),
+        &[("POSTMARK_SERVER_TOKEN", "root-token")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // POSTRELAY_* beats a *_file from the config file (no "not both" error).
+    let out = run(
+        &["check-config"],
+        Some("backend = \"postmark\"\n[postmark]\nserver_token_file = \"/nonexistent\"\n"),
+        &[("POSTRELAY_POSTMARK__SERVER_TOKEN", "env-token")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn plain_http_api_url_on_a_public_host_warns() {
+    let out = run(
+        &["check-config"],
+        Some(
+            "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"http://api.example.com\"\n",
+        ),
+        &[],
+    );
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("plain http on a non-loopback host"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &["check-config"],
+        Some(
+            "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"http://127.0.0.1:8080\"\n",
+        ),
+        &[],
+    );
+    assert!(!stderr(&out).contains("plain http"), "{}", stderr(&out));
+}

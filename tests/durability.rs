@@ -1,0 +1,140 @@
+//! Crash safety and shutdown with the real binary: what got `250` survives
+//! `kill -9`; SIGTERM drains and exits cleanly; start-up recovery cleans up.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use support::{Relay, Setup, queued_id, simple_message, tempdir, unreachable_postmark};
+
+#[test]
+fn kill_9_before_delivery_loses_nothing_that_got_250() {
+    let dir = tempdir();
+    const N: usize = 40;
+    let mut ids = BTreeSet::new();
+    // An API that accepts connections and never answers: every delivery is
+    // in flight when the daemon dies, nothing was recorded yet.
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let toml = format!(
+        "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"http://{}\"\n",
+        api.local_addr().unwrap()
+    );
+    {
+        let mut relay = Relay::start(dir.path(), &Setup::toml(&toml));
+        let mut c = relay.connect();
+        c.expect("220");
+        c.cmd("EHLO client", "250");
+        for i in 0..N {
+            let r = c.send_mail(
+                "a@example.com",
+                &["b@example.org"],
+                &simple_message(&format!("crash-{i}")),
+            );
+            assert!(r.starts_with("250 2.0.0"), "{r}");
+            ids.insert(queued_id(&r));
+        }
+        relay.kill9();
+    }
+    assert_eq!(ids.len(), N);
+    // Restart on the same spool with the dry-run backend: everything is delivered.
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    relay.wait_for("all dry-run outputs", 30, || {
+        relay.files_in("dry-run", "json").len() == N
+    });
+    let delivered: BTreeSet<String> = relay
+        .files_in("dry-run", "json")
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(delivered, ids);
+    relay.wait_for("an empty queue", 30, || {
+        relay.files_in("queue", "json").is_empty()
+    });
+    assert!(
+        relay.log().contains(&format!("queued={N}")),
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn kill_9_mid_transaction_leaves_no_partial_message() {
+    let dir = tempdir();
+    {
+        let mut relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+        let mut c = relay.connect();
+        c.expect("220");
+        c.cmd("EHLO client", "250");
+        c.cmd("MAIL FROM:<a@example.com>", "250");
+        c.cmd("RCPT TO:<b@example.org>", "250");
+        c.cmd("DATA", "354");
+        c.send("Subject: half\r\n\r\nthis message never ends");
+        relay.wait_for("the temp file", 10, || {
+            !relay.files_in("tmp", "eml").is_empty()
+        });
+        relay.kill9();
+    }
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    assert!(relay.log().contains("temp_removed=1"), "{}", relay.log());
+    assert!(relay.files_in("tmp", "eml").is_empty());
+    assert!(relay.files_in("queue", "json").is_empty());
+}
+
+#[test]
+fn sigterm_finishes_the_open_transaction_then_exits_zero() {
+    let dir = tempdir();
+    let mut relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+    let mut idle = relay.connect();
+    idle.expect("220");
+    let mut c = relay.connect();
+    c.expect("220");
+    c.cmd("EHLO client", "250");
+    c.cmd("MAIL FROM:<a@example.com>", "250");
+    c.cmd("RCPT TO:<b@example.org>", "250");
+    c.cmd("DATA", "354");
+    support::signal(relay.child.id(), "TERM");
+    relay.wait_log("draining", 10);
+    // The idle session is told to go away; the one in DATA completes.
+    idle.expect("421 4.3.2");
+    c.send(&simple_message("during-shutdown"));
+    c.send(".\r\n");
+    let r = c.expect("250 2.0.0");
+    let status = relay.terminate();
+    assert!(status.success(), "{status:?}\n{}", relay.log());
+    let id = queued_id(&r);
+    assert!(
+        relay
+            .spool()
+            .join("queue")
+            .join(format!("{id}.json"))
+            .exists()
+    );
+}
+
+#[test]
+fn orphan_message_without_envelope_is_removed_at_start_up() {
+    let dir = tempdir();
+    let queue = dir.path().join("spool").join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    // A crash between the two renames: the .eml arrived, its .json never did (no 250 was sent).
+    std::fs::write(
+        queue.join("01ORPHAN000000000000000000.eml"),
+        simple_message("orphan"),
+    )
+    .unwrap();
+    std::fs::write(queue.join("01BROKEN000000000000000000.json"), "{not json").unwrap();
+    std::fs::write(
+        queue.join("01BROKEN000000000000000000.eml"),
+        simple_message("broken"),
+    )
+    .unwrap();
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    assert!(relay.log().contains("orphans_removed=1"), "{}", relay.log());
+    assert!(relay.log().contains("broken=1"), "{}", relay.log());
+    assert!(!queue.join("01ORPHAN000000000000000000.eml").exists());
+    assert!(
+        queue
+            .join("01BROKEN000000000000000000.json.broken")
+            .exists()
+    );
+}
