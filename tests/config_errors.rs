@@ -33,9 +33,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// (config file, extra environment, text the error must contain)
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_configs_exit_78_with_a_message_naming_the_key() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         ("bogus_key = 1\n", &[], "unknown field `bogus_key`"),
         (
             "[smtp]\nlisten = \"not-an-address\"\n",
