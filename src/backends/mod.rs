@@ -18,11 +18,6 @@ use crate::delivery::outcome::Outcome;
 use crate::mapping::{self, ApiCall, Mapped, MappingError, MappingOptions};
 use crate::message::Envelope;
 
-/// Postmark's limit on one message, measured after base64 encoding.
-pub const POSTMARK_MAX_MESSAGE: usize = 10 * 1024 * 1024;
-/// Postal's default `smtp_server.max_message_size`.
-pub const POSTAL_MAX_MESSAGE: usize = 14 * 1024 * 1024;
-
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
 pub trait Backend: Send + Sync {
@@ -51,7 +46,7 @@ pub fn postmark_options(cfg: &Config) -> MappingOptions {
     MappingOptions {
         default_stream: cfg.postmark.message_stream.clone(),
         ignore_unsupported: cfg.ignore_unsupported_features,
-        max_message_size: POSTMARK_MAX_MESSAGE,
+        max_message_size: mapping::POSTMARK_MAX_MESSAGE_SIZE,
     }
 }
 
@@ -59,7 +54,7 @@ pub fn postal_options(cfg: &Config) -> MappingOptions {
     MappingOptions {
         default_stream: cfg.postmark.message_stream.clone(),
         ignore_unsupported: cfg.ignore_unsupported_features,
-        max_message_size: cfg.postal.max_message_size.unwrap_or(POSTAL_MAX_MESSAGE),
+        max_message_size: cfg.postal.max_message_size.unwrap_or(mapping::POSTAL_MAX_MESSAGE_SIZE),
     }
 }
 

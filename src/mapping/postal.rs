@@ -1,16 +1,199 @@
-use super::*;
+//! Postal `POST /api/v1/send/raw`: the message itself, base64, for all
+//! envelope recipients in one call (send/raw has no recipient cap).
+//!
+//! The bytes go through unchanged except that bare LF line endings become
+//! CRLF (Postal splits headers from body at the first CRLFCRLF) and, in the
+//! header section only (up to the first blank line), `X-PM-Tag` is renamed
+//! `X-Postal-Tag` and `X-Postal-MsgID` is removed (Postal skips DKIM signing
+//! when it is present). `X-PM-*` headers that ask for something Postal cannot
+//! do are refused, or removed under `ignore_unsupported`; `X-PM-KeepID` is
+//! removed silently (send/raw keeps the Message-ID anyway). Other `X-PM-*`
+//! headers are left alone.
+//!
+//! Null sender: Postal answers `parameter-error` for a blank `mail_from`
+//! (`mail_from.blank?` in its send controller), and ignores the value for
+//! `bounce: true` messages anyway, so `MAIL FROM:<>` is sent as `"<>"`.
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::{ApiCall, Mapped, MappingError, MappingOptions, unique_recipients};
 use crate::message::Envelope;
-pub fn map(
-    envelope: &Envelope,
-    raw: &[u8],
-    _opts: &MappingOptions,
-) -> Result<Mapped, MappingError> {
-    use base64::Engine;
+
+/// `mail_from` sent for the null sender, which Postal would reject as blank.
+pub const NULL_SENDER: &str = "<>";
+
+/// The JSON body of `send/raw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RawMessage {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// Base64 of the rewritten message.
+    pub data: String,
+    /// True for the null sender, so Postal sends no bounce about a bounce.
+    pub bounce: bool,
+}
+
+/// Maps one message to a single Postal call for all envelope recipients.
+pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Mapped, MappingError> {
+    let mut warnings = Vec::new();
+    let data = rewrite(&to_crlf(raw), opts, &mut warnings)?;
+    if data.len() > opts.max_message_size {
+        return Err(MappingError::Limit(format!(
+            "message size {} bytes exceeds Postal's {}-byte limit",
+            data.len(),
+            opts.max_message_size
+        )));
+    }
+    let recipients = unique_recipients(&envelope.rcpt_to);
+    if recipients.is_empty() {
+        return Ok(Mapped {
+            calls: Vec::new(),
+            warnings,
+        });
+    }
+    let bounce = envelope.mail_from.is_empty();
+    let body = RawMessage {
+        mail_from: if bounce {
+            NULL_SENDER.to_string()
+        } else {
+            envelope.mail_from.clone()
+        },
+        rcpt_to: recipients.clone(),
+        data: base64::engine::general_purpose::STANDARD.encode(&data),
+        bounce,
+    };
+    let body = serde_json::to_value(&body)
+        .map_err(|e| MappingError::Limit(format!("cannot encode the Postal request: {e}")))?;
     Ok(Mapped {
-        calls: vec![ApiCall {
-            recipients: envelope.rcpt_to.clone(),
-            body: serde_json::json!({"mail_from": envelope.mail_from, "rcpt_to": envelope.rcpt_to, "data": base64::engine::general_purpose::STANDARD.encode(raw)}),
-        }],
-        warnings: vec![],
+        calls: vec![ApiCall { recipients, body }],
+        warnings,
     })
+}
+
+/// Turns every LF not preceded by CR into CRLF; CRLF and lone CR stay.
+pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// What happens to one header field.
+enum Action {
+    Keep,
+    Drop,
+    RenameTag,
+}
+
+/// Applies the header rules to CRLF input and returns the new message.
+fn rewrite(
+    msg: &[u8],
+    opts: &MappingOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<u8>, MappingError> {
+    let fields = header_fields(msg);
+    let mut actions = Vec::with_capacity(fields.len());
+    let mut tags = 0;
+    let mut unsupported = Vec::new();
+    for field in &fields {
+        let name = field_name(&msg[field.clone()]);
+        let lower = name.to_ascii_lowercase();
+        let action = match lower.as_str() {
+            "x-pm-tag" => {
+                tags += 1;
+                if tags == 1 {
+                    Action::RenameTag
+                } else {
+                    Action::Drop
+                }
+            }
+            "x-postal-msgid" | "x-pm-keepid" => Action::Drop,
+            "x-pm-trackopens" | "x-pm-tracklinks" | "x-pm-message-stream" => {
+                unsupported.push(name);
+                Action::Drop
+            }
+            _ if lower.starts_with("x-pm-metadata-") => {
+                unsupported.push(name);
+                Action::Drop
+            }
+            _ => Action::Keep,
+        };
+        actions.push(action);
+    }
+    if tags > 1 {
+        if !opts.ignore_unsupported {
+            return Err(MappingError::Unsupported(
+                "multiple X-PM-Tag headers".into(),
+            ));
+        }
+        warnings.push(format!(
+            "Postal takes one tag: kept the first X-PM-Tag, dropped {}",
+            tags - 1
+        ));
+    }
+    if let Some(first) = unsupported.first() {
+        if !opts.ignore_unsupported {
+            return Err(MappingError::Unsupported(first.clone()));
+        }
+        for name in &unsupported {
+            warnings.push(format!("Postal cannot express {name}: header removed"));
+        }
+    }
+
+    let mut out = Vec::with_capacity(msg.len());
+    let mut copied_to = 0;
+    for (field, action) in fields.iter().zip(&actions) {
+        out.extend_from_slice(&msg[copied_to..field.start]);
+        copied_to = field.end;
+        match action {
+            Action::Keep => out.extend_from_slice(&msg[field.clone()]),
+            Action::Drop => {}
+            Action::RenameTag => {
+                let name_len = field_name(&msg[field.clone()]).len();
+                out.extend_from_slice(b"X-Postal-Tag");
+                out.extend_from_slice(&msg[field.start + name_len..field.end]);
+            }
+        }
+    }
+    out.extend_from_slice(&msg[copied_to..]);
+    Ok(out)
+}
+
+/// Byte ranges of the header fields, each with its continuation lines and
+/// line ending, up to the first blank line (or the end of input when there
+/// is none). Lines without a colon are not fields and are left where they are.
+fn header_fields(msg: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut fields: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pos = 0;
+    while pos < msg.len() {
+        let end = msg[pos..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(msg.len(), |i| pos + i + 2);
+        let line = &msg[pos..end];
+        if line == b"\r\n" {
+            return fields;
+        }
+        let continuation = matches!(line[0], b' ' | b'\t');
+        match fields.last_mut() {
+            Some(last) if continuation && last.end == pos => last.end = end,
+            _ if !continuation && line.contains(&b':') => fields.push(pos..end),
+            _ => {}
+        }
+        pos = end;
+    }
+    fields
+}
+
+/// The field name: the bytes before the colon, trailing blanks removed.
+fn field_name(field: &[u8]) -> String {
+    let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..colon])
+        .trim_end()
+        .to_string()
 }

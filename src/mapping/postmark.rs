@@ -1,17 +1,436 @@
-use super::*;
+//! Postmark `POST /email`: the message decomposed into From/To/Cc/Bcc,
+//! bodies, attachments and custom headers, with `X-PM-*` control headers
+//! turned into API fields (see design.md, "Header mapping (Postmark)").
+//!
+//! Recipients come from the envelope only, split into calls of at most 50.
+//! Limits Postmark enforces are checked here so they can be refused at DATA:
+//! size (the serialized JSON request, which is what Postmark measures "after
+//! base64"), 5 MB per body, forbidden attachment types, metadata shape.
+//!
+//! A message with neither a text nor an HTML body (or only blank ones) gets
+//! `TextBody` = U+200B ZERO WIDTH SPACE: Postmark rejects a request without a
+//! body (ErrorCode 300), and an all-whitespace body risks being trimmed to
+//! empty by the API, while U+200B is not whitespace yet renders as nothing.
+
+use std::collections::{BTreeMap, HashSet};
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::{ApiCall, Mapped, MappingError, MappingOptions, format_address, unique_recipients};
 use crate::message::Envelope;
+use crate::message::parse::{self, Mailbox, ParsedMessage};
+
+/// Postmark accepts at most this many recipients (To + Cc + Bcc) per message.
+pub const MAX_RECIPIENTS_PER_CALL: usize = 50;
+/// Postmark's limit for each of `TextBody` and `HtmlBody`.
+pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Sent as `TextBody` when the message has no visible body at all.
+pub const FALLBACK_TEXT_BODY: &str = "\u{200B}";
+/// Attachment extensions Postmark refuses (ErrorCode 411), lower case.
+pub const FORBIDDEN_EXTENSIONS: &[&str] = &[
+    "vbs", "exe", "bin", "bat", "chm", "com", "cpl", "crt", "hlp", "hta", "inf", "ins", "isp",
+    "jse", "lnk", "mdb", "pcd", "pif", "reg", "scr", "sct", "shs", "vbe", "vba", "wsf", "wsh",
+    "wsl", "msc", "msi", "msp", "mst",
+];
+
+/// The JSON body of `POST /email`. Empty fields are left out.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Email {
+    pub from: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub to: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cc: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub bcc: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reply_to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html_body: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track_opens: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track_links: Option<TrackLinks>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    pub message_stream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Attachment {
+    pub name: String,
+    /// Base64 of the decoded part bytes.
+    pub content: String,
+    pub content_type: String,
+    /// `cid:<id>` for inline parts that have a Content-ID.
+    #[serde(rename = "ContentID", skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+}
+
+/// `X-PM-TrackLinks` values, serialized in Postmark's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TrackLinks {
+    None,
+    HtmlAndText,
+    HtmlOnly,
+    TextOnly,
+}
+
+/// Maps one message to Postmark calls (one per 50 envelope recipients).
 pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Mapped, MappingError> {
-    if raw.len() * 4 / 3 > opts.max_message_size {
-        return Err(MappingError::Limit("too big".into()));
+    let parsed = parse::parse(raw);
+    let mut warnings = Vec::new();
+    let controls = read_controls(&parsed, opts, &mut warnings)?;
+    let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
+
+    let recipients = unique_recipients(&envelope.rcpt_to);
+    let mut calls = Vec::new();
+    for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
+        let mut email = template.clone();
+        let (to, cc, bcc) = address_fields(&parsed, chunk);
+        (email.to, email.cc, email.bcc) = (to, cc, bcc);
+        let body = serde_json::to_value(&email)
+            .map_err(|e| MappingError::Limit(format!("cannot encode the Postmark request: {e}")))?;
+        let size = serde_json::to_vec(&body).map_or(usize::MAX, |v| v.len());
+        if size > opts.max_message_size {
+            return Err(MappingError::Limit(format!(
+                "message size {size} bytes after base64 exceeds Postmark's {}-byte limit",
+                opts.max_message_size
+            )));
+        }
+        calls.push(ApiCall {
+            recipients: chunk.to_vec(),
+            body,
+        });
     }
-    let msg = mail_parser::MessageParser::default().parse(raw);
-    let subject = msg
-        .as_ref()
-        .and_then(|m| m.subject())
-        .unwrap_or_default()
-        .to_string();
-    Ok(Mapped {
-        calls: envelope.rcpt_to.chunks(50).map(|c| ApiCall { recipients: c.to_vec(), body: serde_json::json!({"Subject": subject, "Bcc": c.join(", "), "MessageStream": opts.default_stream}) }).collect(),
-        warnings: vec![],
+    Ok(Mapped { calls, warnings })
+}
+
+/// Everything but the recipient fields, which differ per call.
+fn build_template(
+    envelope: &Envelope,
+    parsed: &ParsedMessage,
+    controls: Controls,
+    opts: &MappingOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Email, MappingError> {
+    let from = match parsed.from.first() {
+        Some(m) => format_address(m.name.as_deref(), &m.addr),
+        None if !envelope.mail_from.is_empty() => {
+            warnings.push("no From header; using the envelope sender as From".into());
+            envelope.mail_from.clone()
+        }
+        None => {
+            return Err(MappingError::Limit(
+                "message has no From header, which Postmark requires".into(),
+            ));
+        }
+    };
+    let (text_body, html_body) = bodies(parsed)?;
+    Ok(Email {
+        from,
+        to: String::new(),
+        cc: String::new(),
+        bcc: String::new(),
+        reply_to: join(parsed.reply_to.iter()),
+        subject: parsed.subject.clone().filter(|s| !s.is_empty()),
+        tag: controls.tag,
+        text_body,
+        html_body,
+        headers: custom_headers(parsed, controls.keep_id, warnings),
+        track_opens: controls.track_opens,
+        track_links: controls.track_links,
+        metadata: controls.metadata.into_iter().collect(),
+        attachments: attachments(parsed)?,
+        message_stream: controls
+            .stream
+            .unwrap_or_else(|| opts.default_stream.clone()),
     })
+}
+
+fn bodies(parsed: &ParsedMessage) -> Result<(Option<String>, Option<String>), MappingError> {
+    let present = |b: &Option<String>| b.clone().filter(|s| !s.is_empty());
+    let (mut text, html) = (present(&parsed.text_body), present(&parsed.html_body));
+    let visible = |b: &Option<String>| b.as_deref().is_some_and(|s| !s.trim().is_empty());
+    if !visible(&text) && !visible(&html) {
+        text = Some(FALLBACK_TEXT_BODY.to_string());
+    }
+    for (field, body) in [("TextBody", &text), ("HtmlBody", &html)] {
+        let len = body.as_ref().map_or(0, String::len);
+        if len > MAX_BODY_BYTES {
+            return Err(MappingError::Limit(format!(
+                "{field} is {len} bytes, over Postmark's {MAX_BODY_BYTES}-byte limit per body"
+            )));
+        }
+    }
+    Ok((text, html))
+}
+
+/// To/Cc keep the header's display names but only for this call's
+/// recipients; every other recipient of the call goes to Bcc. Each address
+/// appears once across the three fields.
+fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, String) {
+    let wanted: HashSet<String> = chunk.iter().map(|r| r.to_ascii_lowercase()).collect();
+    let mut placed = HashSet::new();
+    let mut pick = |list: &[Mailbox]| -> String {
+        let chosen = list.iter().filter(|m| {
+            let key = m.addr.to_ascii_lowercase();
+            wanted.contains(&key) && placed.insert(key)
+        });
+        join(chosen)
+    };
+    let to = pick(&parsed.to);
+    let cc = pick(&parsed.cc);
+    let bcc: Vec<&str> = chunk
+        .iter()
+        .filter(|r| placed.insert(r.to_ascii_lowercase()))
+        .map(String::as_str)
+        .collect();
+    (to, cc, bcc.join(", "))
+}
+
+fn join<'a>(mailboxes: impl Iterator<Item = &'a Mailbox>) -> String {
+    mailboxes
+        .map(|m| format_address(m.name.as_deref(), &m.addr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Custom headers in message order: structural and `X-PM-*` ones are left
+/// out (Message-ID is kept when `X-PM-KeepID: true`), as are empty values.
+fn custom_headers(
+    parsed: &ParsedMessage,
+    keep_id: bool,
+    warnings: &mut Vec<String>,
+) -> Vec<Header> {
+    if keep_id && parsed.message_id.is_none() {
+        warnings.push("X-PM-KeepID is true but the message has no Message-ID".into());
+    }
+    parsed
+        .headers
+        .iter()
+        .filter(|h| {
+            let keep_message_id = keep_id && h.name.eq_ignore_ascii_case("message-id");
+            let control = h.name.to_ascii_lowercase().starts_with("x-pm-");
+            !h.value.is_empty() && !control && (keep_message_id || !parse::is_structural(&h.name))
+        })
+        .map(|h| Header {
+            name: h.name.clone(),
+            value: h.value.clone(),
+        })
+        .collect()
+}
+
+fn attachments(parsed: &ParsedMessage) -> Result<Vec<Attachment>, MappingError> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::with_capacity(parsed.attachments.len());
+    for (i, part) in parsed.attachments.iter().enumerate() {
+        let name = part
+            .name
+            .clone()
+            .unwrap_or_else(|| synthetic_name(i + 1, &part.content_type));
+        if let Some(ext) = forbidden_extension(&name) {
+            return Err(MappingError::Limit(format!(
+                "attachment \"{name}\" has a file type Postmark forbids (.{ext})"
+            )));
+        }
+        let content_id = part
+            .content_id
+            .as_ref()
+            .filter(|id| part.inline && !id.is_empty());
+        out.push(Attachment {
+            name,
+            content: engine.encode(&part.data),
+            content_type: part.content_type.clone(),
+            content_id: content_id.map(|id| format!("cid:{id}")),
+        });
+    }
+    Ok(out)
+}
+
+/// `attachment-N.ext` for parts without a file name. The extension comes
+/// from the content type and is never one Postmark forbids (`dat`, not `bin`).
+fn synthetic_name(n: usize, content_type: &str) -> String {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    let ext = match essence {
+        "text/plain" | "message/delivery-status" => "txt",
+        "text/html" => "html",
+        "text/calendar" | "application/ics" => "ics",
+        "text/csv" => "csv",
+        "message/rfc822" => "eml",
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        "application/pdf" => "pdf",
+        "application/json" => "json",
+        "application/zip" => "zip",
+        "application/xml" | "text/xml" => "xml",
+        _ => "dat",
+    };
+    format!("attachment-{n}.{ext}")
+}
+
+/// The forbidden extension of `name`, if any. Trailing dots and spaces are
+/// ignored, since Windows ignores them too (`setup.exe.` runs as `.exe`).
+pub fn forbidden_extension(name: &str) -> Option<String> {
+    let trimmed = name.trim_end_matches(['.', ' ']);
+    let (_, ext) = trimmed.rsplit_once('.')?;
+    let ext = ext.to_ascii_lowercase();
+    FORBIDDEN_EXTENSIONS.contains(&ext.as_str()).then_some(ext)
+}
+
+/// What the `X-PM-*` control headers asked for.
+#[derive(Debug, Default)]
+struct Controls {
+    tag: Option<String>,
+    stream: Option<String>,
+    metadata: Vec<(String, String)>,
+    track_opens: Option<bool>,
+    track_links: Option<TrackLinks>,
+    keep_id: bool,
+}
+
+const MAX_TAG_CHARS: usize = 1000;
+const METADATA_PREFIX: &str = "x-pm-metadata-";
+const MAX_METADATA_FIELDS: usize = 10;
+const MAX_METADATA_KEY_CHARS: usize = 20;
+const MAX_METADATA_VALUE_CHARS: usize = 80;
+
+/// Reads every `X-PM-*` header. For single-valued controls other than the
+/// tag, the first occurrence wins.
+fn read_controls(
+    parsed: &ParsedMessage,
+    opts: &MappingOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Controls, MappingError> {
+    let mut c = Controls::default();
+    let mut tags = Vec::new();
+    for h in &parsed.headers {
+        let lower = h.name.to_ascii_lowercase();
+        let value = h.value.as_str();
+        match lower.as_str() {
+            "x-pm-tag" => tags.push(value.to_string()),
+            "x-pm-message-stream" if c.stream.is_none() && !value.is_empty() => {
+                c.stream = Some(value.into())
+            }
+            "x-pm-trackopens" if c.track_opens.is_none() => {
+                c.track_opens = Some(track_opens(value)?)
+            }
+            "x-pm-tracklinks" if c.track_links.is_none() => {
+                c.track_links = Some(track_links(value)?)
+            }
+            "x-pm-keepid" => c.keep_id |= value.eq_ignore_ascii_case("true"),
+            _ if lower.starts_with(METADATA_PREFIX) => {
+                let key = &h.name[METADATA_PREFIX.len()..];
+                c.metadata.push((key.to_string(), value.to_string()));
+            }
+            "x-pm-message-stream" | "x-pm-trackopens" | "x-pm-tracklinks" => {
+                warnings.push(format!("ignored repeated {} header", h.name));
+            }
+            _ if lower.starts_with("x-pm-") => {
+                warnings.push(format!("ignored unknown header {}", h.name))
+            }
+            _ => {}
+        }
+    }
+    if tags.len() > 1 {
+        if !opts.ignore_unsupported {
+            return Err(MappingError::Unsupported(
+                "multiple X-PM-Tag headers".into(),
+            ));
+        }
+        warnings.push(format!(
+            "Postmark takes one tag: kept X-PM-Tag \"{}\", dropped {:?}",
+            tags[0],
+            &tags[1..]
+        ));
+    }
+    c.tag = tags.into_iter().next().filter(|t| !t.is_empty());
+    let tag_chars = c.tag.as_deref().map_or(0, |t| t.chars().count());
+    if tag_chars > MAX_TAG_CHARS {
+        return Err(MappingError::Limit(format!(
+            "X-PM-Tag is {tag_chars} characters, Postmark allows at most {MAX_TAG_CHARS}"
+        )));
+    }
+    check_metadata(&c.metadata)?;
+    Ok(c)
+}
+
+fn track_opens(value: &str) -> Result<bool, MappingError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(MappingError::Limit(format!(
+            "X-PM-TrackOpens value \"{value}\" is not true or false"
+        ))),
+    }
+}
+
+fn track_links(value: &str) -> Result<TrackLinks, MappingError> {
+    match value.to_ascii_lowercase().as_str() {
+        "none" => Ok(TrackLinks::None),
+        "htmlandtext" => Ok(TrackLinks::HtmlAndText),
+        "htmlonly" => Ok(TrackLinks::HtmlOnly),
+        "textonly" => Ok(TrackLinks::TextOnly),
+        _ => Err(MappingError::Limit(format!(
+            "X-PM-TrackLinks value \"{value}\" is not one of None, HtmlAndText, HtmlOnly, TextOnly"
+        ))),
+    }
+}
+
+/// Postmark's metadata rules: at most 10 fields, keys up to 20 characters,
+/// values up to 80, no two keys equal ignoring case.
+fn check_metadata(fields: &[(String, String)]) -> Result<(), MappingError> {
+    let limit = |text: String| Err(MappingError::Limit(text));
+    if fields.len() > MAX_METADATA_FIELDS {
+        return limit(format!(
+            "{} X-PM-Metadata fields, Postmark allows at most {MAX_METADATA_FIELDS}",
+            fields.len()
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in fields {
+        let key_chars = key.chars().count();
+        if key_chars == 0 {
+            return limit("X-PM-Metadata- header without a key".into());
+        }
+        if key_chars > MAX_METADATA_KEY_CHARS {
+            return limit(format!(
+                "metadata key \"{key}\" is {key_chars} characters, Postmark allows at most {MAX_METADATA_KEY_CHARS}"
+            ));
+        }
+        let value_chars = value.chars().count();
+        if value_chars > MAX_METADATA_VALUE_CHARS {
+            return limit(format!(
+                "metadata value for \"{key}\" is {value_chars} characters, Postmark allows at most {MAX_METADATA_VALUE_CHARS}"
+            ));
+        }
+        if let Some(other) = seen.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+            return limit(format!(
+                "metadata keys \"{other}\" and \"{key}\" are the same ignoring case"
+            ));
+        }
+        seen.push(key);
+    }
+    Ok(())
 }

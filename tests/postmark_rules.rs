@@ -1,0 +1,318 @@
+//! Postmark mapping rules, one behaviour per test, through the public `map`.
+
+use postrelay::mapping::postmark::{FALLBACK_TEXT_BODY, map};
+use postrelay::mapping::{Mapped, MappingError, MappingOptions};
+use postrelay::message::Envelope;
+use serde_json::{Value, json};
+
+fn opts() -> MappingOptions {
+    MappingOptions {
+        default_stream: "outbound".into(),
+        ignore_unsupported: false,
+        max_message_size: 10 << 20,
+    }
+}
+
+fn envelope(rcpt: &[&str]) -> Envelope {
+    Envelope {
+        mail_from: "sender@example.com".into(),
+        rcpt_to: rcpt.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+/// A message from `headers` (one per line) and `body`, with CRLF endings.
+fn eml(headers: &str, body: &str) -> Vec<u8> {
+    format!("From: Sender <sender@example.com>\n{headers}\n\n{body}")
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+fn map_ok(rcpt: &[&str], raw: &[u8]) -> Mapped {
+    map(&envelope(rcpt), raw, &opts()).expect("message should map")
+}
+
+fn only_body(rcpt: &[&str], raw: &[u8]) -> Value {
+    let mapped = map_ok(rcpt, raw);
+    assert_eq!(mapped.calls.len(), 1);
+    mapped.calls[0].body.clone()
+}
+
+fn limit_text(raw: &[u8]) -> String {
+    match map(&envelope(&["r@example.com"]), raw, &opts()) {
+        Err(MappingError::Limit(text)) => text,
+        other => panic!("expected a Limit error, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_envelope_recipient_is_in_exactly_one_call_of_at_most_fifty() {
+    let rcpt: Vec<String> = (0..120).map(|i| format!("u{i}@example.net")).collect();
+    let refs: Vec<&str> = rcpt.iter().map(String::as_str).collect();
+    let mapped = map_ok(
+        &refs,
+        &eml("To: u5@example.net, Other <other@example.net>", "hi"),
+    );
+    let sizes: Vec<usize> = mapped.calls.iter().map(|c| c.recipients.len()).collect();
+    assert_eq!(sizes, [50, 50, 20]);
+    let all: Vec<&String> = mapped.calls.iter().flat_map(|c| &c.recipients).collect();
+    assert_eq!(
+        all,
+        rcpt.iter().collect::<Vec<_>>(),
+        "order kept, each recipient once"
+    );
+    for call in &mapped.calls {
+        let mut sent: Vec<&str> = ["To", "Cc", "Bcc"]
+            .iter()
+            .filter_map(|f| call.body[*f].as_str())
+            .flat_map(|list| list.split(", "))
+            .map(|a| {
+                a.rsplit_once('<')
+                    .map_or(a, |(_, addr)| addr.trim_end_matches('>'))
+            })
+            .collect();
+        sent.sort();
+        let mut expected: Vec<&str> = call.recipients.iter().map(String::as_str).collect();
+        expected.sort();
+        assert_eq!(
+            sent, expected,
+            "To+Cc+Bcc hold exactly this call's recipients"
+        );
+    }
+    assert_eq!(mapped.calls[0].body["To"], "u5@example.net");
+    assert!(
+        mapped.calls[1].body.get("To").is_none(),
+        "To is omitted when empty"
+    );
+}
+
+#[test]
+fn address_in_both_to_and_cc_is_listed_once() {
+    let body = only_body(&["a@x.org"], &eml("To: A <a@x.org>\nCc: a@X.org", "hi"));
+    assert_eq!(body["To"], "A <a@x.org>");
+    assert!(body.get("Cc").is_none() && body.get("Bcc").is_none());
+}
+
+#[test]
+fn no_envelope_recipients_left_means_no_calls() {
+    assert!(map_ok(&[], &eml("To: a@x.org", "hi")).calls.is_empty());
+}
+
+#[test]
+fn second_tag_is_dropped_with_a_warning_when_unsupported_features_are_ignored() {
+    let raw = eml("X-PM-Tag: first\nX-PM-Tag: second", "hi");
+    let opts = MappingOptions {
+        ignore_unsupported: true,
+        ..opts()
+    };
+    let mapped = map(&envelope(&["r@x.org"]), &raw, &opts).unwrap();
+    assert_eq!(mapped.calls[0].body["Tag"], "first");
+    assert!(
+        mapped.warnings[0].contains("second"),
+        "{:?}",
+        mapped.warnings
+    );
+}
+
+#[test]
+fn metadata_limits_name_the_offending_field() {
+    let long_key = format!("X-PM-Metadata-{}: v", "k".repeat(21));
+    assert!(
+        limit_text(&eml(&long_key, "x")).contains("is 21 characters, Postmark allows at most 20")
+    );
+    let long_value = format!("X-PM-Metadata-key: {}", "v".repeat(81));
+    assert!(limit_text(&eml(&long_value, "x")).contains("value for \"key\" is 81 characters"));
+    let same = limit_text(&eml("X-PM-Metadata-Plan: a\nX-PM-Metadata-plan: b", "x"));
+    assert!(same.contains("\"Plan\" and \"plan\""), "{same}");
+    let ten: String = (0..10)
+        .map(|i| format!("X-PM-Metadata-k{i}: {}\n", "v".repeat(80)))
+        .collect();
+    let body = only_body(&["r@x.org"], &eml(ten.trim_end(), "x"));
+    assert_eq!(body["Metadata"].as_object().unwrap().len(), 10);
+}
+
+#[test]
+fn track_opens_is_a_json_bool_and_bad_values_are_refused() {
+    let body = only_body(&["r@x.org"], &eml("X-PM-TrackOpens: FALSE", "x"));
+    assert_eq!(body["TrackOpens"], json!(false));
+    assert!(limit_text(&eml("X-PM-TrackOpens: yes", "x")).contains("\"yes\""));
+}
+
+#[test]
+fn track_links_accepts_any_case_and_sends_the_canonical_spelling() {
+    for (input, canonical) in [
+        ("none", "None"),
+        ("HTMLANDTEXT", "HtmlAndText"),
+        ("htmlOnly", "HtmlOnly"),
+        ("textonly", "TextOnly"),
+    ] {
+        let body = only_body(
+            &["r@x.org"],
+            &eml(&format!("X-PM-TrackLinks: {input}"), "x"),
+        );
+        assert_eq!(body["TrackLinks"], canonical);
+    }
+    assert!(limit_text(&eml("X-PM-TrackLinks: always", "x")).contains("\"always\" is not one of"));
+}
+
+#[test]
+fn stream_header_overrides_the_configured_default() {
+    assert_eq!(
+        only_body(&["r@x.org"], &eml("X-PM-Message-Stream: broadcast", "x"))["MessageStream"],
+        "broadcast"
+    );
+    assert_eq!(
+        only_body(&["r@x.org"], &eml("Subject: s", "x"))["MessageStream"],
+        "outbound"
+    );
+}
+
+#[test]
+fn control_and_structural_headers_are_never_forwarded() {
+    let headers = "To: r@x.org\nSubject: s\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m@x>\n\
+        MIME-Version: 1.0\nReceived: from a by b\nReturn-Path: <b@x>\nSender: s@x.org\nDKIM-Signature: v=1\n\
+        X-Postal-MsgID: abc\nX-PM-Unknown: ?\nX-PM-KeepID: false\nContent-Type: text/plain\nX-Kept: yes\nPrecedence: bulk";
+    let mapped = map_ok(&["r@x.org"], &eml(headers, "x"));
+    assert_eq!(
+        mapped.calls[0].body["Headers"],
+        json!([{"Name": "X-Kept", "Value": "yes"}, {"Name": "Precedence", "Value": "bulk"}])
+    );
+    assert_eq!(mapped.warnings, ["ignored unknown header X-PM-Unknown"]);
+}
+
+#[test]
+fn keep_id_forwards_the_message_id_in_message_order() {
+    let body = only_body(
+        &["r@x.org"],
+        &eml("X-A: 1\nMessage-ID: <m@x>\nX-PM-KeepID: True\nX-B: 2", "x"),
+    );
+    let names: Vec<&str> = body["Headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["X-A", "Message-ID", "X-B"]);
+    assert_eq!(body["Headers"][1]["Value"], "<m@x>");
+}
+
+#[test]
+fn bodies_are_only_what_the_message_has() {
+    let html_only = only_body(&["r@x.org"], &eml("Content-Type: text/html", "<b>hi</b>"));
+    assert!(html_only.get("TextBody").is_none());
+    let text_only = only_body(&["r@x.org"], &eml("Subject: s", "hi"));
+    assert!(text_only.get("HtmlBody").is_none());
+}
+
+#[test]
+fn message_without_visible_body_gets_the_invisible_fallback() {
+    for raw in [
+        eml("Subject: s", ""),
+        eml("Subject: s", "  \n\t\n"),
+        eml("Content-Type: text/html", ""),
+    ] {
+        let body = only_body(&["r@x.org"], &raw);
+        assert_eq!(body["TextBody"], FALLBACK_TEXT_BODY);
+        assert!(
+            !FALLBACK_TEXT_BODY.trim().is_empty(),
+            "the fallback must not be whitespace"
+        );
+    }
+}
+
+#[test]
+fn oversized_body_and_message_are_refused_naming_the_limit() {
+    let big = "a".repeat(5 * 1024 * 1024 + 1);
+    assert!(limit_text(&eml("Subject: s", &big)).starts_with("TextBody is 5242881 bytes"));
+    let raw = eml("Subject: s", "hello");
+    let small = MappingOptions {
+        max_message_size: 100,
+        ..opts()
+    };
+    let err = map(&envelope(&["r@x.org"]), &raw, &small).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("bytes after base64 exceeds Postmark's 100-byte limit"),
+        "{err}"
+    );
+    assert_eq!(err.smtp_reply().0, 554);
+}
+
+#[test]
+fn forbidden_attachment_types_are_refused_in_any_case_and_with_trailing_dots() {
+    for name in ["setup.EXE", "x.scr", "tool.exe.", "a.tar.Bat"] {
+        let raw = eml(
+            "Content-Type: multipart/mixed; boundary=b",
+            &format!(
+                "--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment; filename=\"{name}\"\n\nMZ\n--b--\n"
+            ),
+        );
+        assert!(limit_text(&raw).contains("forbids"), "{name}");
+    }
+}
+
+#[test]
+fn unnamed_parts_get_names_postmark_accepts() {
+    let raw = eml(
+        "Content-Type: multipart/mixed; boundary=b",
+        "--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: application/octet-stream\n\nraw\n--b\nContent-Type: image/png\nContent-ID: <p@x>\nContent-Disposition: attachment\n\nPNG\n--b--\n",
+    );
+    let body = only_body(&["r@x.org"], &raw);
+    assert_eq!(body["Attachments"][0]["Name"], "attachment-1.dat");
+    assert_eq!(body["Attachments"][1]["Name"], "attachment-2.png");
+    assert!(
+        body["Attachments"][1].get("ContentID").is_none(),
+        "only inline parts carry a ContentID"
+    );
+}
+
+#[test]
+fn missing_from_falls_back_to_the_envelope_sender_or_is_refused_for_the_null_sender() {
+    let raw = b"To: r@x.org\r\nSubject: s\r\n\r\nhi".to_vec();
+    let mapped = map_ok(&["r@x.org"], &raw);
+    assert_eq!(mapped.calls[0].body["From"], "sender@example.com");
+    assert_eq!(mapped.warnings.len(), 1);
+    let null = Envelope {
+        mail_from: String::new(),
+        ..envelope(&["r@x.org"])
+    };
+    assert!(matches!(
+        map(&null, &raw, &opts()),
+        Err(MappingError::Limit(_))
+    ));
+}
+
+#[test]
+fn two_tags_are_an_unsupported_feature_answered_with_550() {
+    let err = map(
+        &envelope(&["r@x.org"]),
+        &eml("X-PM-Tag: a\nx-pm-tag: b", "x"),
+        &opts(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        MappingError::Unsupported("multiple X-PM-Tag headers".into())
+    );
+    assert_eq!(
+        err.smtp_reply(),
+        (
+            550,
+            "5.7.1",
+            "unsupported feature: multiple X-PM-Tag headers".into()
+        )
+    );
+}
+
+#[test]
+fn tag_longer_than_a_thousand_characters_is_refused() {
+    let tag = format!("X-PM-Tag: {}", "t".repeat(1001));
+    assert!(limit_text(&eml(&tag, "x")).contains("X-PM-Tag is 1001 characters"));
+    let ok = format!("X-PM-Tag: {}", "t".repeat(1000));
+    assert_eq!(
+        only_body(&["r@x.org"], &eml(&ok, "x"))["Tag"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1000
+    );
+}
