@@ -1,6 +1,6 @@
 //! Wiring: opens the spool, builds the backend, binds the listeners, runs the
-//! SMTP server and the delivery engine, and drains both on shutdown within
-//! `shutdown_timeout`.
+//! SMTP server, the delivery engine, the control socket and (when configured)
+//! the admin HTTP listener, and drains on shutdown within `shutdown_timeout`.
 
 use std::sync::Arc;
 
@@ -11,8 +11,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::backends;
 use crate::config::Loaded;
+use crate::control;
 use crate::delivery::{Engine, backoff::Backoff, ratelimit::Pacer};
 use crate::observability::health::Health;
+use crate::observability::{http as admin_http, metrics as prom, notify};
 use crate::smtp::{self, session::Limits};
 use crate::spool::Spool;
 
@@ -40,11 +42,23 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     let backend =
         backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
     let health = Arc::new(Health::default());
+    let metrics = prom::install()
+        .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+        .ok();
 
-    let listener = TcpListener::bind(cfg.smtp.listen)
+    // Bind everything before serving anything: a taken port fails the start.
+    let smtp_listener = TcpListener::bind(cfg.smtp.listen)
         .await
         .with_context(|| format!("cannot listen on smtp.listen {}", cfg.smtp.listen))?;
-    let smtp_addr = listener.local_addr()?;
+    let smtp_addr = smtp_listener.local_addr()?;
+    let admin_listener = match &cfg.http {
+        Some(http) => Some(
+            TcpListener::bind(http.listen)
+                .await
+                .with_context(|| format!("cannot listen on http.listen {}", http.listen))?,
+        ),
+        None => None,
+    };
 
     let tracker = TaskTracker::new();
     let engine = Arc::new(Engine {
@@ -70,16 +84,30 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         data_timeout: cfg.smtp.data_timeout.0,
     });
 
+    let control_task = tokio::spawn(control::serve(spool.clone(), shutdown.clone()));
+    let admin_task = admin_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, "http listening on {addr}");
+        }
+        let state = admin_http::AdminState {
+            spool: spool.clone(),
+            health: health.clone(),
+            metrics,
+        };
+        tokio::spawn(admin_http::serve(listener, state, shutdown.clone()))
+    });
     tracing::info!(addr = %smtp_addr, backend = backend.name(), "smtp listening on {smtp_addr}");
     let smtp_task = tokio::spawn(smtp::serve(
-        listener,
+        smtp_listener,
         shared,
         shutdown.clone(),
         tracker.clone(),
     ));
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
+    notify::ready();
 
     shutdown.cancelled().await;
+    notify::stopping();
     health.set_draining();
     let _ = smtp_task.await;
     let _ = engine_task.await;
@@ -90,6 +118,12 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             timeout = %humantime::format_duration(grace),
             "shutdown_timeout reached with work in flight; unfinished messages stay queued"
         );
+    }
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    if let Ok(Err(e)) = control_task.await {
+        tracing::warn!(error = %e, "control socket failed");
     }
     tracing::info!("stopped");
     Ok(())

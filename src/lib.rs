@@ -13,6 +13,7 @@ pub mod app;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod mapping;
 pub mod message;

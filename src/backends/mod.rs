@@ -54,7 +54,20 @@ pub fn postal_options(cfg: &Config) -> MappingOptions {
     MappingOptions {
         default_stream: cfg.postmark.message_stream.clone(),
         ignore_unsupported: cfg.ignore_unsupported_features,
-        max_message_size: cfg.postal.max_message_size.unwrap_or(mapping::POSTAL_MAX_MESSAGE_SIZE),
+        max_message_size: cfg
+            .postal
+            .max_message_size
+            .unwrap_or(mapping::POSTAL_MAX_MESSAGE_SIZE),
+    }
+}
+
+/// The configured backend's mapping, without building its client (`queue show`).
+pub fn map_for(cfg: &Config, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
+    match cfg.backend {
+        BackendKind::Postal => mapping::postal::map(envelope, raw, &postal_options(cfg)),
+        BackendKind::Postmark | BackendKind::DryRun => {
+            mapping::postmark::map(envelope, raw, &postmark_options(cfg))
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //! HTTP listener.
 
 pub mod health;
+pub mod http;
 pub mod maillog;
+pub mod metrics;
+pub mod notify;
 
 use tracing_subscriber::EnvFilter;
 

@@ -13,6 +13,8 @@
 //! crash at any moment leaves either a complete entry or none. The schedule
 //! (who is due when) is kept in memory and rebuilt from `queue/` at start-up.
 
+mod admin;
+pub use admin::{Area, list, read};
 mod entry;
 pub mod fsio;
 
@@ -41,6 +43,11 @@ pub enum SpoolError {
     Corrupt { id: String, reason: String },
     #[error("no spool entry {0}")]
     NotFound(String),
+    #[error("message {0} is being delivered right now; try again in a moment")]
+    InFlight(String),
+    /// Another process (a running daemon) holds the spool.
+    #[error("the spool is in use by a running postrelay")]
+    Locked,
 }
 
 impl SpoolError {
@@ -69,6 +76,9 @@ pub struct Spool {
     min_free: u64,
     slots: Mutex<HashMap<String, Slot>>,
     wake: Notify,
+    /// Exclusive `flock` on `postrelay.lock`, held for the life of the process:
+    /// one process owns a spool at a time.
+    _lock: fs::File,
 }
 
 /// What start-up recovery found.
@@ -84,7 +94,23 @@ pub struct Recovery {
 impl Spool {
     /// Opens (creating if needed) the spool at `root` and recovers the queue.
     /// Blocking: call before the runtime serves traffic.
+    /// Fails with [`SpoolError::Locked`] when another process owns the spool.
     pub fn open(root: &Path, min_free: u64) -> Result<(Spool, Recovery), SpoolError> {
+        fs::create_dir_all(root)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("postrelay.lock"))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                if e == rustix::io::Errno::WOULDBLOCK {
+                    SpoolError::Locked
+                } else {
+                    SpoolError::Io(e.into())
+                }
+            },
+        )?;
         let spool = Spool {
             root: root.to_path_buf(),
             tmp: root.join("tmp"),
@@ -93,6 +119,7 @@ impl Spool {
             min_free,
             slots: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            _lock: lock,
         };
         for dir in [&spool.root, &spool.tmp, &spool.queue, &spool.failed] {
             fs::create_dir_all(dir)?;
@@ -221,6 +248,33 @@ impl Spool {
         (slots.len(), slots.values().map(|s| s.received).min())
     }
 
+    /// Messages in `failed/`.
+    pub fn failed_count(&self) -> usize {
+        fs::read_dir(&self.failed)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Readiness: a probe file can be written and fsynced, and the disk has room.
+    pub fn check_writable(&self) -> Result<(), String> {
+        let probe = self.tmp.join(".ready-probe");
+        fsio::write_atomic(&probe, b"ok").map_err(|e| format!("spool not writable: {e}"))?;
+        let _ = fs::remove_file(&probe);
+        let free =
+            fsio::free_space(&self.root).map_err(|e| format!("cannot read free space: {e}"))?;
+        if free < self.min_free {
+            return Err(format!(
+                "{free} bytes free, below spool.min_free_space {}",
+                self.min_free
+            ));
+        }
+        Ok(())
+    }
+
     pub fn load(&self, id: &str) -> Result<(Meta, Vec<u8>), SpoolError> {
         let meta = self.load_meta(id)?;
         let raw = fs::read(self.queue.join(format!("{id}.eml")))?;
@@ -255,6 +309,15 @@ impl Spool {
         drop(slots);
         self.wake.notify_one();
         saved
+    }
+
+    /// Whether a delivery worker holds the entry right now.
+    fn is_in_flight(&self, id: &str) -> bool {
+        self.slots
+            .lock()
+            .expect("spool lock")
+            .get(id)
+            .is_some_and(|s| s.in_flight)
     }
 
     /// Delivered: the entry leaves the spool (JSON first, so a crash in

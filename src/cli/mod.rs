@@ -1,0 +1,99 @@
+//! The command line: `serve` (the default), `check-config`, `queue ...`
+//! (operator view and actions on the spool), and `sendmail` (the
+//! `/usr/sbin/sendmail` entry point for cron, PHP `mail()` and friends).
+
+pub mod queue;
+pub mod sendmail;
+mod submit;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postrelay",
+    version,
+    about = "SMTP-to-API relay for Postmark and Postal"
+)]
+pub struct Cli {
+    /// TOML configuration file (without one, the embedded dry-run default is used).
+    #[arg(long, short = 'c', global = true, env = "POSTRELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Load and validate the configuration, print it with secrets redacted.
+    CheckConfig,
+    /// Inspect and steer the spool (safe beside a running daemon).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Submit a message from stdin to the local daemon, like sendmail(8).
+    Sendmail(SendmailArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Queued messages: id, age, sender, recipients, attempts, next attempt, last error.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters, with the reason they failed.
+    Failed {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: envelope, headers, and the API request it maps to.
+    Show { id: String },
+    /// Make queued messages due now.
+    Retry(Target),
+    /// Remove a queued message for good.
+    Delete { id: String },
+    /// Move dead letters back into the queue.
+    Requeue(Target),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// A spool id.
+    pub id: Option<String>,
+    /// Every message the command applies to.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// sendmail(8)-compatible options. Unknown classic flags are not accepted,
+/// so a misconfigured caller hears about it instead of losing mail.
+#[derive(Debug, Args, Default)]
+pub struct SendmailArgs {
+    /// Read recipients from the To, Cc and Bcc headers (Bcc is removed).
+    #[arg(short = 't')]
+    pub read_headers: bool,
+    /// A line with a single "." does not end the message.
+    #[arg(short = 'i')]
+    pub ignore_dots: bool,
+    /// Classic `-o` options; `-oi` is the same as `-i`, others are ignored.
+    #[arg(short = 'o', value_name = "OPT")]
+    pub options: Vec<String>,
+    /// Envelope sender.
+    #[arg(short = 'f', value_name = "ADDRESS")]
+    pub from: Option<String>,
+    /// Full name of the sender, used when the message has no From header.
+    #[arg(short = 'F', value_name = "NAME")]
+    pub full_name: Option<String>,
+    /// Body type (`-B 8BITMIME`); accepted for compatibility.
+    #[arg(short = 'B', value_name = "TYPE")]
+    pub body_type: Option<String>,
+    /// postrelay's SMTP address (default: smtp.listen from the config, else 127.0.0.1:2525).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Recipients.
+    pub recipients: Vec<String>,
+}

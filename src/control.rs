@@ -1,0 +1,183 @@
+//! The queue-admin control socket, `<spool>/control.sock`. The process that
+//! owns the spool (the daemon) performs `retry`, `delete` and `requeue` for
+//! `postrelay queue ...`, so operator actions never race a delivery worker.
+//! When no daemon runs, the CLI owns the spool itself and calls [`execute`]
+//! directly: one implementation, two transports.
+//!
+//! Protocol: one JSON [`Request`] line in; [`Reply`] lines out (progress
+//! every [`PROGRESS_EVERY`] items, then one `done`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::spool::{Spool, SpoolError};
+
+pub const PROGRESS_EVERY: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Queue entry due now.
+    Retry,
+    /// Queue entry removed.
+    Delete,
+    /// Dead letter back into the queue.
+    Requeue,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub op: Op,
+    /// One id, or `None` for every entry the op applies to.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub total: usize,
+    pub ok: usize,
+    /// (id, why) for each entry the op could not apply to.
+    pub errors: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    Progress { done: usize, total: usize },
+    Done(Report),
+    Error(String),
+}
+
+pub fn socket_path(spool_root: &Path) -> PathBuf {
+    spool_root.join("control.sock")
+}
+
+/// Applies `req` to the spool this process owns. Blocking.
+pub fn execute(
+    spool: &Spool,
+    req: &Request,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report, SpoolError> {
+    let ids = match (&req.id, req.op) {
+        (Some(id), _) => vec![id.clone()],
+        (None, Op::Requeue) => spool.failed_ids()?,
+        (None, _) => spool.queued_ids()?,
+    };
+    let mut report = Report {
+        total: ids.len(),
+        ..Report::default()
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let result = match req.op {
+            Op::Retry => spool.retry_now(id),
+            Op::Delete => spool.delete(id),
+            Op::Requeue => spool.requeue(id),
+        };
+        match result {
+            Ok(()) => report.ok += 1,
+            Err(e) => report.errors.push((id.clone(), e.to_string())),
+        }
+        if (i + 1) % PROGRESS_EVERY == 0 {
+            progress(i + 1, ids.len());
+        }
+    }
+    tracing::info!(op = ?req.op, id = req.id.as_deref().unwrap_or("all"), total = report.total, ok = report.ok, "queue admin");
+    Ok(report)
+}
+
+/// Serves the control socket until `shutdown`.
+pub async fn serve(spool: Arc<Spool>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let path = socket_path(spool.root());
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    // Operator tool only: owner access.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, spool).await {
+                tracing::warn!(error = %e, "control socket client failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn handle(stream: tokio::net::UnixStream, spool: Arc<Spool>) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(rd.take(64 * 1024))
+        .read_line(&mut line)
+        .await?;
+    let req = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => req,
+        Err(e) => return write_reply(&mut wr, &Reply::Error(format!("bad request: {e}"))).await,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = tokio::task::spawn_blocking(move || {
+        let mut progress = |done, total| {
+            let _ = tx.send(Reply::Progress { done, total });
+        };
+        match execute(&spool, &req, &mut progress) {
+            Ok(r) => Reply::Done(r),
+            Err(e) => Reply::Error(e.to_string()),
+        }
+    });
+    // Progress lines until the job drops its sender, then the result.
+    while let Some(r) = rx.recv().await {
+        write_reply(&mut wr, &r).await?;
+    }
+    let last = job
+        .await
+        .unwrap_or_else(|e| Reply::Error(format!("queue admin failed: {e}")));
+    write_reply(&mut wr, &last).await
+}
+
+async fn write_reply(wr: &mut tokio::net::unix::OwnedWriteHalf, r: &Reply) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    wr.write_all(&bytes).await
+}
+
+/// Client side: sends `req` to the daemon owning the spool at `root`.
+pub fn request(
+    root: &Path,
+    req: &Request,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report, String> {
+    let path = socket_path(root);
+    let mut stream = UnixStream::connect(&path)
+        .map_err(|e| format!("the spool is locked by a running daemon, but its control socket {} does not answer: {e}", path.display()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(|e| e.to_string())?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        match serde_json::from_str::<Reply>(&line)
+            .map_err(|e| format!("bad reply from daemon: {e}"))?
+        {
+            Reply::Progress { done, total } => progress(done, total),
+            Reply::Done(r) => return Ok(r),
+            Reply::Error(e) => return Err(e),
+        }
+    }
+    Err("the daemon closed the control socket without an answer".into())
+}

@@ -1,0 +1,145 @@
+//! Operator actions on the spool (behind `postrelay queue ...`): list, retry
+//! now, delete, requeue dead letters. Mutations run inside the process that
+//! owns the spool (the daemon, or the CLI when no daemon runs), so they never
+//! race a delivery worker: an entry in flight is refused, not touched.
+
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{Meta, Spool, SpoolError, fsio, read_meta, remove_if_exists, to_json};
+
+/// Which part of the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Queue,
+    Failed,
+}
+
+impl Area {
+    fn dir(self) -> &'static str {
+        match self {
+            Area::Queue => "queue",
+            Area::Failed => "failed",
+        }
+    }
+}
+
+/// Reads every entry of `area` under the spool at `root`, oldest first.
+/// Read-only and lock-free: safe beside a running daemon (entries that
+/// vanish while listing are skipped).
+pub fn list(root: &Path, area: Area) -> Result<Vec<Meta>, SpoolError> {
+    let dir = root.join(area.dir());
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            match read_meta(&path) {
+                Ok(m) => out.push(m),
+                Err(SpoolError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable entry")
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Reads one entry's envelope and raw message from `area`.
+pub fn read(root: &Path, area: Area, id: &str) -> Result<(Meta, Vec<u8>), SpoolError> {
+    let dir = root.join(area.dir());
+    let json = dir.join(format!("{id}.json"));
+    if !valid_id(id) || !json.exists() {
+        return Err(SpoolError::NotFound(id.to_string()));
+    }
+    let meta = read_meta(&json)?;
+    let raw = fs::read(dir.join(format!("{id}.eml")))?;
+    Ok((meta, raw))
+}
+
+/// Spool ids are ULIDs; anything else (a path, `..`) is not an id.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Spool {
+    /// Makes a queued message due now (and clears a held state).
+    pub fn retry_now(&self, id: &str) -> Result<(), SpoolError> {
+        if self.is_in_flight(id) {
+            return Err(SpoolError::InFlight(id.to_string()));
+        }
+        let mut meta = self.load_meta_checked(id)?;
+        meta.next_attempt_at = SystemTime::now();
+        meta.held = false;
+        self.reschedule(&meta)
+    }
+
+    /// Removes a queued message for good.
+    pub fn delete(&self, id: &str) -> Result<(), SpoolError> {
+        if self.is_in_flight(id) {
+            return Err(SpoolError::InFlight(id.to_string()));
+        }
+        self.load_meta_checked(id)?;
+        self.complete(id)
+    }
+
+    /// Moves a dead letter back into the queue, due now, with a fresh
+    /// attempt count and `max_age` measured from now.
+    pub fn requeue(&self, id: &str) -> Result<(), SpoolError> {
+        if !valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let failed_json = self.failed.join(format!("{id}.json"));
+        if !failed_json.exists() {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let mut meta = read_meta(&failed_json)?;
+        let now = SystemTime::now();
+        meta.failure = None;
+        meta.attempts = 0;
+        meta.held = false;
+        meta.last_error = None;
+        meta.received_at = now;
+        meta.next_attempt_at = now;
+        // Message first, envelope (the commit marker) last, as on receipt.
+        fs::rename(
+            self.failed.join(format!("{id}.eml")),
+            self.queue.join(format!("{id}.eml")),
+        )?;
+        fsio::write_atomic(&self.queue.join(format!("{id}.json")), &to_json(&meta))?;
+        remove_if_exists(&failed_json)?;
+        fsio::sync_dir(&self.failed)?;
+        self.insert(&meta);
+        Ok(())
+    }
+
+    /// Ids currently in the queue (from disk).
+    pub fn queued_ids(&self) -> Result<Vec<String>, SpoolError> {
+        Ok(list(&self.root, Area::Queue)?
+            .into_iter()
+            .map(|m| m.id)
+            .collect())
+    }
+
+    /// Ids currently dead-lettered (from disk).
+    pub fn failed_ids(&self) -> Result<Vec<String>, SpoolError> {
+        Ok(list(&self.root, Area::Failed)?
+            .into_iter()
+            .map(|m| m.id)
+            .collect())
+    }
+
+    fn load_meta_checked(&self, id: &str) -> Result<Meta, SpoolError> {
+        if !valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        self.load_meta(id)
+    }
+}
