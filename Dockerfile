@@ -1,0 +1,50 @@
+# postrelay container image.
+#
+#   docker build -t postrelay .
+#   docker run -d --name postrelay -p 2525:2525 -p 127.0.0.1:9025:9025 \
+#       -v postrelay-spool:/var/spool/postrelay \
+#       -e POSTRELAY_BACKEND=postmark \
+#       -e POSTRELAY_POSTMARK__SERVER_TOKEN_FILE=/run/secrets/postmark-token \
+#       -v /etc/postrelay/postmark-token:/run/secrets/postmark-token:ro \
+#       --stop-timeout 40 postrelay
+#
+# Without a config file the daemon runs on the embedded defaults (backend
+# dry-run) plus the POSTRELAY_* variables below. To use a file, mount it and
+# set POSTRELAY_CONFIG=/etc/postrelay/postrelay.toml; the variables still win.
+# Give `docker stop` (--stop-timeout, compose stop_grace_period) a little more
+# than shutdown_timeout (30s) so mail in flight drains before SIGKILL.
+
+FROM rust:1.95-slim-bookworm AS builder
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked \
+ && install -m 0755 target/release/postrelay /usr/local/bin/postrelay
+
+FROM debian:bookworm-slim
+# ca-certificates: the API is HTTPS and rustls reads the system trust store.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10025 postrelay \
+ && useradd --system --uid 10025 --gid 10025 --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin postrelay \
+ && install -d -m 0700 -o 10025 -g 10025 /var/spool/postrelay
+COPY --from=builder /usr/local/bin/postrelay /usr/local/bin/postrelay
+
+ENV POSTRELAY_SMTP__LISTEN=0.0.0.0:2525 \
+    POSTRELAY_SPOOL__DIR=/var/spool/postrelay \
+    POSTRELAY_HTTP__LISTEN=0.0.0.0:9025
+EXPOSE 2525 9025
+VOLUME ["/var/spool/postrelay"]
+
+# The image has no curl or wget, and postrelay has no probe subcommand: bash
+# (part of debian:bookworm-slim) opens a TCP connection with /dev/tcp, sends
+# GET /healthz and requires a 200 status line. The port is taken from
+# POSTRELAY_HTTP__LISTEN, so overriding that variable keeps the check right.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${POSTRELAY_HTTP__LISTEN##*:} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q '^HTTP/1\\.[01] 200 '"]
+
+USER 10025:10025
+ENTRYPOINT ["/usr/local/bin/postrelay"]
+CMD ["serve"]
