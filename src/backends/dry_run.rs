@@ -42,6 +42,10 @@ impl Backend for DryRun {
         mapping::postmark::map(envelope, raw, &self.options)
     }
 
+    fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
+        super::postmark_check(envelope, raw, &self.options)
+    }
+
     fn send<'a>(&'a self, id: &'a str, part: usize, call: &'a ApiCall) -> SendFuture<'a> {
         Box::pin(async move {
             let path = self.file_for(id, part);

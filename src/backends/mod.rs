@@ -26,6 +26,12 @@ pub trait Backend: Send + Sync {
     /// The API calls for this message, or why the API would refuse it. Pure:
     /// called at `DATA` (to answer the client) and again before each delivery.
     fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError>;
+    /// What `DATA` runs before answering: the checks of [`map`](Backend::map),
+    /// returning its warnings. Backends that split a message override it to
+    /// check one call's worth, since every call carries the same content.
+    fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
+        self.map(envelope, raw).map(|m| m.warnings)
+    }
     /// Makes one API call. `part` numbers the calls of a split message from 0.
     fn send<'a>(&'a self, id: &'a str, part: usize, call: &'a ApiCall) -> SendFuture<'a>;
 }
@@ -59,6 +65,23 @@ pub fn postal_options(cfg: &Config) -> MappingOptions {
             .max_message_size
             .unwrap_or(mapping::POSTAL_MAX_MESSAGE_SIZE),
     }
+}
+
+/// Postmark's `DATA` check: maps only the first call (at most 50 recipients),
+/// so a 1000-recipient message is not encoded twenty times while the client waits.
+pub fn postmark_check(
+    envelope: &Envelope,
+    raw: &[u8],
+    opts: &MappingOptions,
+) -> Result<Vec<String>, MappingError> {
+    let first = Envelope {
+        mail_from: envelope.mail_from.clone(),
+        rcpt_to: mapping::unique_recipients(&envelope.rcpt_to)
+            .into_iter()
+            .take(mapping::postmark::MAX_RECIPIENTS_PER_CALL)
+            .collect(),
+    };
+    mapping::postmark::map(&first, raw, opts).map(|m| m.warnings)
 }
 
 /// The configured backend's mapping, without building its client (`queue show`).
@@ -126,6 +149,10 @@ impl Backend for Postmark {
 
     fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
         mapping::postmark::map(envelope, raw, &self.options)
+    }
+
+    fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
+        postmark_check(envelope, raw, &self.options)
     }
 
     fn send<'a>(&'a self, _id: &'a str, _part: usize, call: &'a ApiCall) -> SendFuture<'a> {

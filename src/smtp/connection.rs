@@ -235,10 +235,10 @@ impl Conn {
         let envelope = self.session.envelope();
         let backend = self.shared.backend.clone();
         let env = envelope.clone();
-        let checked = tokio::task::spawn_blocking(move || backend.map(&env, &raw)).await;
+        let checked = tokio::task::spawn_blocking(move || backend.check(&env, &raw)).await;
         match checked {
-            Ok(Ok(mapped)) => {
-                for w in &mapped.warnings {
+            Ok(Ok(warnings)) => {
+                for w in &warnings {
                     tracing::warn!(id = incoming.id(), warning = %w, "feature ignored (ignore_unsupported_features = true)");
                 }
             }
