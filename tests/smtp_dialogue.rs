@@ -214,6 +214,21 @@ fn bare_lf_message_is_accepted_and_stored_with_crlf() {
 }
 
 #[test]
+fn idle_client_is_told_421_when_the_command_timeout_passes() {
+    let dir = tempdir();
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\ncommand_timeout = \"300ms\"\n"),
+    );
+    let mut c = relay.connect();
+    c.expect("220");
+    c.cmd("EHLO client", "250");
+    // Say nothing: the server gives up and closes.
+    c.expect("421 4.4.2");
+    assert!(c.closed());
+}
+
+#[test]
 fn connections_over_the_cap_get_421() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_connections = 2\n"));
