@@ -20,7 +20,7 @@ pub mod ratelimit;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +51,7 @@ impl Engine {
     /// so the caller can wait for them within its deadline.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        let freed = Arc::new(Notify::new());
         while !shutdown.is_cancelled() {
             let free = permits.available_permits();
             if free > 0 {
@@ -60,21 +61,31 @@ impl Engine {
                     };
                     let engine = self.clone();
                     let token = shutdown.clone();
+                    let freed = freed.clone();
                     tracker.spawn(async move {
                         engine.deliver(&id, &token).await;
                         drop(permit);
+                        freed.notify_one();
                     });
                 }
             }
-            let wait = self
-                .spool
-                .next_due()
-                .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-                .unwrap_or(IDLE_POLL)
-                .min(IDLE_POLL);
+            // With every worker busy, entries already due cannot be claimed:
+            // sleeping until they are due would return at once, over and over
+            // (a busy loop for as long as the backlog lasts). Wait for a
+            // worker to finish instead.
+            let wait = if permits.available_permits() == 0 {
+                IDLE_POLL
+            } else {
+                self.spool
+                    .next_due()
+                    .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                    .unwrap_or(IDLE_POLL)
+                    .min(IDLE_POLL)
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.spool.changed() => {}
+                _ = freed.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -273,5 +284,92 @@ fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::Transient { .. } => "transient",
         Outcome::Permanent { .. } => "permanent",
         Outcome::ConfigFault { .. } => "config_fault",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::backends::SendFuture;
+    use crate::mapping::{ApiCall, Mapped, MappingError};
+
+    /// Every call takes 300 ms; records when each call started.
+    #[derive(Default)]
+    struct SlowApi {
+        started: Mutex<Vec<Instant>>,
+    }
+
+    impl Backend for SlowApi {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+
+        fn map(&self, envelope: &Envelope, _raw: &[u8]) -> Result<Mapped, MappingError> {
+            Ok(Mapped {
+                calls: vec![ApiCall {
+                    recipients: envelope.rcpt_to.clone(),
+                    body: serde_json::Value::Null,
+                }],
+                warnings: Vec::new(),
+            })
+        }
+
+        fn send<'a>(&'a self, _id: &'a str, _part: usize, _call: &'a ApiCall) -> SendFuture<'a> {
+            self.started.lock().unwrap().push(Instant::now());
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Outcome::Delivered {
+                    api_id: None,
+                    note: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freed_worker_takes_the_next_due_message_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), 0).unwrap().0);
+        for i in 0..3 {
+            let mut incoming = spool.receive().await.unwrap();
+            incoming.write(b"Subject: x\r\n\r\nhi\r\n").await.unwrap();
+            let envelope = Envelope {
+                mail_from: "a@example.com".into(),
+                rcpt_to: vec![format!("r{i}@example.org")],
+            };
+            incoming.commit(&spool, envelope).await.unwrap();
+        }
+        let api = Arc::new(SlowApi::default());
+        let engine = Arc::new(Engine {
+            spool: spool.clone(),
+            backend: api.clone(),
+            pacer: Pacer::new(0),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            max_age: Duration::from_secs(86400),
+            concurrency: 1,
+            health: Arc::new(Health::default()),
+        });
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(engine.run(shutdown.clone(), TaskTracker::new()));
+        let all_started = async {
+            while api.started.lock().unwrap().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let finished = tokio::time::timeout(Duration::from_secs(10), all_started).await;
+        shutdown.cancel();
+        run.await.unwrap();
+        // The only worker is busy while the other two are due: each starts
+        // when the previous call ends, not at the next idle poll (30 s).
+        assert!(finished.is_ok(), "calls started at {:?}", api.started);
+        let started = api.started.lock().unwrap().clone();
+        for pair in started.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap < Duration::from_secs(5), "{gap:?}");
+        }
     }
 }

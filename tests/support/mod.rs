@@ -2,6 +2,8 @@
 //! SMTP on an ephemeral port, and talks to it over real sockets.
 #![allow(dead_code)]
 
+pub mod api_mock;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
