@@ -203,7 +203,12 @@ pub fn signal(pid: u32, sig: &str) {
 
 fn after(line: &str, marker: &str) -> Option<String> {
     let rest = &line[line.find(marker)? + marker.len()..];
-    Some(rest.split_whitespace().next()?.to_string())
+    // Text logs end the address at a space, JSON logs at a quote.
+    Some(
+        rest.split(|c: char| c.is_whitespace() || c == '"')
+            .next()?
+            .to_string(),
+    )
 }
 
 /// A raw SMTP client: exact bytes out, whole replies in.
