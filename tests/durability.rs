@@ -99,7 +99,9 @@ fn sigterm_finishes_the_open_transaction_then_exits_zero() {
     c.send(&simple_message("during-shutdown"));
     c.send(".\r\n");
     let r = c.expect("250 2.0.0");
-    let status = relay.terminate();
+    // The session is idle again: it is told 421, and the drained daemon exits.
+    c.expect("421 4.3.2");
+    let status = relay.wait_exit();
     assert!(status.success(), "{status:?}\n{}", relay.log());
     let id = queued_id(&r);
     assert!(

@@ -229,6 +229,31 @@ fn idle_client_is_told_421_when_the_command_timeout_passes() {
 }
 
 #[test]
+fn empty_message_and_dot_stuffed_first_line_end_data_correctly() {
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+    let mut c = relay.connect();
+    c.expect("220");
+    c.cmd("EHLO client", "250");
+    c.cmd("MAIL FROM:<a@example.com>", "250");
+    c.cmd("RCPT TO:<b@example.org>", "250");
+    c.cmd("DATA", "354");
+    // A first line that starts with a dot arrives dot-stuffed.
+    c.send("..first line\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+    let r = c.expect("250 2.0.0");
+    let eml = relay.spool().join("queue").join(format!("{}.eml", queued_id(&r)));
+    assert_eq!(std::fs::read_to_string(eml).unwrap(), ".first line\r\nSubject: x\r\n\r\nbody\r\n");
+    // An empty message ends at once.
+    c.cmd("MAIL FROM:<a@example.com>", "250");
+    c.cmd("RCPT TO:<b@example.org>", "250");
+    c.cmd("DATA", "354");
+    c.send(".\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    c.cmd("NOOP", "250");
+}
+
+#[test]
 fn connections_over_the_cap_get_421() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_connections = 2\n"));

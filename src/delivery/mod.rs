@@ -98,11 +98,15 @@ impl Engine {
         let (mut meta, raw) = match loaded {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
-                tracing::error!(id, error = %e, "cannot load spooled message");
+                tracing::error!(id, error = %e, "cannot load spooled message; will look again later");
+                self.spool
+                    .release(id, SystemTime::now() + self.backoff.max());
                 return;
             }
             Err(e) => {
-                tracing::error!(id, error = %e, "spool loader panicked");
+                tracing::error!(id, error = %e, "spool loader panicked; will look again later");
+                self.spool
+                    .release(id, SystemTime::now() + self.backoff.max());
                 return;
             }
         };

@@ -1,6 +1,7 @@
 //! The outbound pace shared by every worker: at most `rate` API calls per
-//! second, spaced evenly (one slot every `1/rate` s, no burst), so no
-//! one-second window ever holds more than `rate` calls. A throttling answer
+//! second, spaced evenly (one slot every `1/rate` s plus 1%, no burst), so no
+//! one-second window ever holds more than `rate` calls, even after a few
+//! milliseconds of network jitter between here and the API. A throttling answer
 //! from the API (429) pushes the next slot out for the whole queue.
 //!
 //! Twenty lines of slot arithmetic on tokio's clock instead of a GCRA crate:
@@ -21,7 +22,7 @@ impl Pacer {
     /// `rate` calls per second; 0 means unlimited.
     pub fn new(rate: u32) -> Pacer {
         Pacer {
-            interval: (rate > 0).then(|| Duration::from_secs(1) / rate),
+            interval: (rate > 0).then(|| Duration::from_secs(1) / rate * 101 / 100),
             next: Mutex::new(Instant::now()),
         }
     }

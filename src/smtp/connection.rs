@@ -172,6 +172,9 @@ impl Conn {
 
         let max = self.shared.limits.max_message_size;
         let mut receiver = DataReceiver::new();
+        // The DATA line's CRLF starts the first line: without it, an empty
+        // message (".") or a dot-stuffed first line would not be recognised.
+        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
         let mut norm = CrlfNormalizer::default();
         let mut decoded = Vec::with_capacity(READ_BUF);
         let mut normalized = Vec::with_capacity(READ_BUF + READ_BUF / 32);
@@ -250,8 +253,9 @@ impl Conn {
                 return Reply::new(code, status, text);
             }
             Err(e) => {
+                // Our fault, not the message's: the client should try again.
                 tracing::error!(error = %e, "message check panicked");
-                return Reply::new(554, "5.6.0", "Message could not be parsed");
+                return reply::spool_error();
             }
         }
         let size = incoming.size();

@@ -311,6 +311,19 @@ impl Spool {
         saved
     }
 
+    /// Gives an unreadable entry back to the scheduler, due at `next`; an
+    /// entry whose files are gone leaves the schedule.
+    pub fn release(&self, id: &str, next: SystemTime) {
+        let gone = !self.queue.join(format!("{id}.json")).exists();
+        let mut slots = self.slots.lock().expect("spool lock");
+        if gone {
+            slots.remove(id);
+        } else if let Some(s) = slots.get_mut(id) {
+            s.in_flight = false;
+            s.next = next;
+        }
+    }
+
     /// Whether a delivery worker holds the entry right now.
     fn is_in_flight(&self, id: &str) -> bool {
         self.slots

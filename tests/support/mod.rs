@@ -148,13 +148,18 @@ impl Relay {
     /// SIGTERM, then wait for exit (with a deadline).
     pub fn terminate(&mut self) -> ExitStatus {
         signal(self.child.id(), "TERM");
+        self.wait_exit()
+    }
+
+    /// Waits for the daemon to exit by itself (with a deadline).
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("daemon did not stop after SIGTERM; log:\n{}", self.log());
+                panic!("daemon did not stop; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
