@@ -37,6 +37,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         temp_removed = recovery.temp_removed,
         orphans_removed = recovery.orphans_removed,
         broken = recovery.broken,
+        dead_letters_completed = recovery.dead_letters_completed,
         "spool recovered"
     );
     let backend =

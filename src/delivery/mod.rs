@@ -254,9 +254,15 @@ impl Engine {
                 maillog::failed(&meta, self.backend.name());
             }
             Ok(Err(e)) => {
-                tracing::error!(id = %meta.id, error = %e, "cannot move message to failed/; it stays queued")
+                tracing::error!(id = %meta.id, error = %e, "cannot move message to failed/; it stays queued");
+                self.spool
+                    .release(&meta.id, SystemTime::now() + self.backoff.max());
             }
-            Err(e) => tracing::error!(id = %meta.id, error = %e, "spool mover panicked"),
+            Err(e) => {
+                tracing::error!(id = %meta.id, error = %e, "spool mover panicked; it stays queued");
+                self.spool
+                    .release(&meta.id, SystemTime::now() + self.backoff.max());
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! Operator actions on the spool (behind `postrelay queue ...`): list, retry
 //! now, delete, requeue dead letters. Mutations run inside the process that
-//! owns the spool (the daemon, or the CLI when no daemon runs), so they never
-//! race a delivery worker: an entry in flight is refused, not touched.
+//! owns the spool (the daemon, or the CLI when no daemon runs) and claim the
+//! entry under the schedule's lock first, exactly as a delivery worker does,
+//! so the two never act on one entry at once: an entry in flight is refused.
 
 use std::fs;
 use std::path::Path;
@@ -72,10 +73,14 @@ fn valid_id(id: &str) -> bool {
 impl Spool {
     /// Makes a queued message due now (and clears a held state).
     pub fn retry_now(&self, id: &str) -> Result<(), SpoolError> {
-        if self.is_in_flight(id) {
-            return Err(SpoolError::InFlight(id.to_string()));
-        }
-        let mut meta = self.load_meta_checked(id)?;
+        self.claim(id)?;
+        let mut meta = match self.load_meta(id) {
+            Ok(m) => m,
+            Err(e) => {
+                self.release(id, SystemTime::now());
+                return Err(e);
+            }
+        };
         meta.next_attempt_at = SystemTime::now();
         meta.held = false;
         self.reschedule(&meta)
@@ -83,18 +88,21 @@ impl Spool {
 
     /// Removes a queued message for good.
     pub fn delete(&self, id: &str) -> Result<(), SpoolError> {
-        if self.is_in_flight(id) {
-            return Err(SpoolError::InFlight(id.to_string()));
-        }
-        self.load_meta_checked(id)?;
+        self.claim(id)?;
         self.complete(id)
     }
 
     /// Moves a dead letter back into the queue, due now, with a fresh
-    /// attempt count and `max_age` measured from now.
+    /// attempt count and `max_age` measured from now. Crash-safe: the
+    /// message is linked into `queue/` and committed there before the
+    /// dead letter is removed.
     pub fn requeue(&self, id: &str) -> Result<(), SpoolError> {
         if !valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
+        }
+        if self.is_scheduled(id) {
+            // Still queued, or being dead-lettered right now.
+            return Err(SpoolError::InFlight(id.to_string()));
         }
         let failed_json = self.failed.join(format!("{id}.json"));
         if !failed_json.exists() {
@@ -134,12 +142,5 @@ impl Spool {
             .into_iter()
             .map(|m| m.id)
             .collect())
-    }
-
-    fn load_meta_checked(&self, id: &str) -> Result<Meta, SpoolError> {
-        if !valid_id(id) {
-            return Err(SpoolError::NotFound(id.to_string()));
-        }
-        self.load_meta(id)
     }
 }

@@ -89,6 +89,7 @@ pub struct Recovery {
     pub temp_removed: usize,
     pub orphans_removed: usize,
     pub broken: usize,
+    pub dead_letters_completed: usize,
 }
 
 impl Spool {
@@ -140,25 +141,29 @@ impl Spool {
         }
         let now = SystemTime::now();
         let mut slots = self.slots.lock().expect("spool lock");
-        for entry in fs::read_dir(&self.queue)? {
-            let path = entry?.path();
-            let Some(id) = id_of(&path, "json") else {
-                // An .eml without its .json was never acknowledged.
-                if id_of(&path, "eml")
-                    .is_some_and(|id| !self.queue.join(format!("{id}.json")).exists())
-                {
-                    fs::remove_file(&path)?;
-                    r.orphans_removed += 1;
-                }
+        let paths: Vec<PathBuf> = fs::read_dir(&self.queue)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        // An .eml without its .json was never acknowledged. Checked first,
+        // before the envelope pass below renames anything.
+        for path in &paths {
+            if id_of(path, "eml").is_some_and(|id| !self.queue.join(format!("{id}.json")).exists())
+            {
+                fs::remove_file(path)?;
+                r.orphans_removed += 1;
+            }
+        }
+        for path in &paths {
+            let Some(id) = id_of(path, "json") else {
                 continue;
             };
-            match read_meta(&path) {
+            match read_meta(path) {
                 Ok(mut meta) if self.queue.join(format!("{id}.eml")).exists() => {
                     if meta.held {
                         // The operator restarted us, probably to fix the credential.
                         meta.held = false;
                         meta.next_attempt_at = now;
-                        fsio::write_atomic(&path, &to_json(&meta))?;
+                        fsio::write_atomic(path, &to_json(&meta))?;
                         r.held_released += 1;
                     }
                     slots.insert(
@@ -171,9 +176,19 @@ impl Spool {
                     );
                     r.queued += 1;
                 }
+                Ok(_) if self.failed.join(format!("{id}.json")).exists() => {
+                    // A crash while dead-lettering: the entry already is in failed/.
+                    fs::remove_file(path)?;
+                    r.dead_letters_completed += 1;
+                }
                 _ => {
-                    tracing::error!(id = %id, "spool entry unreadable; moved aside as .broken");
-                    fs::rename(&path, path.with_extension("json.broken"))?;
+                    // Keep both files for the operator; the .eml must not look orphaned.
+                    tracing::error!(id = %id, "spool entry unreadable or incomplete; moved aside as .broken");
+                    fs::rename(path, path.with_extension("json.broken"))?;
+                    let eml = self.queue.join(format!("{id}.eml"));
+                    if eml.exists() {
+                        fs::rename(&eml, eml.with_extension("eml.broken"))?;
+                    }
                     r.broken += 1;
                 }
             }
@@ -324,13 +339,25 @@ impl Spool {
         }
     }
 
-    /// Whether a delivery worker holds the entry right now.
-    fn is_in_flight(&self, id: &str) -> bool {
-        self.slots
-            .lock()
-            .expect("spool lock")
-            .get(id)
-            .is_some_and(|s| s.in_flight)
+    /// Marks a queued entry in flight for an operator action, under the
+    /// same lock the scheduler claims with, so a worker cannot take it
+    /// meanwhile. Undo with [`reschedule`](Spool::reschedule),
+    /// [`release`](Spool::release) or [`complete`](Spool::complete).
+    fn claim(&self, id: &str) -> Result<(), SpoolError> {
+        let mut slots = self.slots.lock().expect("spool lock");
+        match slots.get_mut(id) {
+            None => Err(SpoolError::NotFound(id.to_string())),
+            Some(s) if s.in_flight => Err(SpoolError::InFlight(id.to_string())),
+            Some(s) => {
+                s.in_flight = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the entry is in the schedule (queued, in flight, or on its way to `failed/`).
+    fn is_scheduled(&self, id: &str) -> bool {
+        self.slots.lock().expect("spool lock").contains_key(id)
     }
 
     /// Delivered: the entry leaves the spool (JSON first, so a crash in
@@ -477,6 +504,9 @@ fn to_json(meta: &Meta) -> Vec<u8> {
     v.push(b'\n');
     v
 }
+
+#[cfg(test)]
+mod tests;
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

@@ -1,0 +1,167 @@
+//! Spool invariants at the file level: recovery, operator actions against
+//! entries in flight, crash-safe requeue.
+
+use std::fs;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::*;
+
+fn open(dir: &Path) -> (Arc<Spool>, Recovery) {
+    let (s, r) = Spool::open(dir, 0).expect("open spool");
+    (Arc::new(s), r)
+}
+
+async fn put(spool: &Arc<Spool>, body: &str) -> String {
+    let mut inc = spool.receive().await.unwrap();
+    inc.write(body.as_bytes()).await.unwrap();
+    let env = Envelope {
+        mail_from: "a@example.com".into(),
+        rcpt_to: vec!["b@example.org".into()],
+    };
+    inc.commit(spool, env).await.unwrap()
+}
+
+#[tokio::test]
+async fn committed_message_survives_reopen_and_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        put(&spool, "Subject: x\r\n\r\nbody\r\n").await
+    };
+    let (spool, r) = open(dir.path());
+    assert_eq!(r.queued, 1);
+    assert_eq!(spool.claim_due(SystemTime::now(), 10), vec![id.clone()]);
+    let (meta, raw) = spool.load(&id).unwrap();
+    assert_eq!(raw, b"Subject: x\r\n\r\nbody\r\n");
+    assert_eq!(meta.envelope.rcpt_to, vec!["b@example.org".to_string()]);
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_a_locked_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    assert!(matches!(
+        Spool::open(dir.path(), 0),
+        Err(SpoolError::Locked)
+    ));
+}
+
+#[tokio::test]
+async fn unreadable_envelope_is_moved_aside_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        put(&spool, "Subject: keep me\r\n\r\n").await
+    };
+    let queue = dir.path().join("queue");
+    fs::write(queue.join(format!("{id}.json")), "{broken").unwrap();
+    for _ in 0..2 {
+        // Twice: a second start must not treat the message as an orphan either.
+        let (_spool, _) = open(dir.path());
+    }
+    assert!(queue.join(format!("{id}.json.broken")).exists());
+    assert_eq!(
+        fs::read_to_string(queue.join(format!("{id}.eml.broken"))).unwrap(),
+        "Subject: keep me\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn operator_actions_refuse_an_entry_a_worker_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = put(&spool, "Subject: x\r\n\r\n").await;
+    assert_eq!(spool.claim_due(SystemTime::now(), 1), vec![id.clone()]);
+    assert!(matches!(spool.retry_now(&id), Err(SpoolError::InFlight(_))));
+    assert!(matches!(spool.delete(&id), Err(SpoolError::InFlight(_))));
+    // And the other way round: while an operator holds it, the scheduler skips it.
+    let mut meta = spool.load_meta(&id).unwrap();
+    meta.next_attempt_at = SystemTime::now();
+    spool.reschedule(&meta).unwrap();
+    spool.claim(&id).unwrap();
+    assert!(spool.claim_due(SystemTime::now(), 10).is_empty());
+    spool.complete(&id).unwrap();
+    assert!(spool.load(&id).is_err());
+}
+
+#[tokio::test]
+async fn requeue_brings_a_dead_letter_back_and_refuses_a_queued_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = put(&spool, "Subject: x\r\n\r\n").await;
+    assert!(matches!(spool.requeue(&id), Err(SpoolError::InFlight(_))));
+    let mut meta = spool.load_meta(&id).unwrap();
+    meta.attempts = 3;
+    meta.failure = Some(Failure {
+        code: Some("300".into()),
+        reason: "Invalid 'To' address".into(),
+        failed_at: SystemTime::now(),
+    });
+    spool.dead_letter(&meta).unwrap();
+    assert!(spool.load(&id).is_err());
+    spool.requeue(&id).unwrap();
+    let (meta, raw) = spool.load(&id).unwrap();
+    assert_eq!((meta.attempts, meta.failure), (0, None));
+    assert_eq!(raw, b"Subject: x\r\n\r\n");
+    assert!(!dir.path().join("failed").join(format!("{id}.eml")).exists());
+    assert!(
+        !dir.path()
+            .join("failed")
+            .join(format!("{id}.json"))
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn crash_inside_requeue_keeps_the_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        let id = put(&spool, "Subject: x\r\n\r\n").await;
+        let mut meta = spool.load_meta(&id).unwrap();
+        meta.failure = Some(Failure {
+            code: None,
+            reason: "r".into(),
+            failed_at: SystemTime::now(),
+        });
+        spool.dead_letter(&meta).unwrap();
+        id
+    };
+    // The first step of requeue happened, then the process died.
+    fs::hard_link(
+        dir.path().join("failed").join(format!("{id}.eml")),
+        dir.path().join("queue").join(format!("{id}.eml")),
+    )
+    .unwrap();
+    let (spool, r) = open(dir.path());
+    assert_eq!(r.orphans_removed, 1);
+    assert!(dir.path().join("failed").join(format!("{id}.eml")).exists());
+    spool.requeue(&id).unwrap();
+    assert!(spool.load(&id).is_ok());
+}
+
+#[tokio::test]
+async fn crash_inside_dead_letter_is_completed_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        put(&spool, "Subject: x\r\n\r\n").await
+    };
+    // dead_letter wrote failed/<id>.json and moved the .eml, then died.
+    let queue = dir.path().join("queue");
+    let failed = dir.path().join("failed");
+    fs::copy(
+        queue.join(format!("{id}.json")),
+        failed.join(format!("{id}.json")),
+    )
+    .unwrap();
+    fs::rename(
+        queue.join(format!("{id}.eml")),
+        failed.join(format!("{id}.eml")),
+    )
+    .unwrap();
+    let (_spool, r) = open(dir.path());
+    assert_eq!((r.dead_letters_completed, r.broken, r.queued), (1, 0, 0));
+    assert!(!queue.join(format!("{id}.json")).exists());
+}
