@@ -534,6 +534,46 @@ fn failed_second_part_does_not_resend_the_first() {
 }
 
 #[test]
+fn refused_first_part_still_delivers_the_second_then_dead_letters_the_rest() {
+    let api = ApiMock::scripted(
+        vec![postmark_error(
+            422,
+            300,
+            "Invalid 'Bcc' address: 'r7@example.org'.",
+        )],
+        postmark_ok("55555555-5555-4555-8555-555555555555"),
+    );
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &fast(&api));
+    let (id, rcpts) = send_sixty(&relay);
+    wait_failed(&relay, &id);
+    let failed = read_json(&relay.spool().join("failed").join(format!("{id}.json")));
+    let bodies: Vec<Value> = api.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(bodies.len(), 2, "both parts tried once, nothing retried");
+    let delivered: BTreeSet<String> = failed["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        delivered,
+        recipients_of(&bodies[1])
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(delivered.len(), 10);
+    assert_eq!(failed["failure"]["code"], "300");
+    let reason = failed["failure"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refused for 50 recipients")
+            && reason.contains("already accepted for 10 of 60"),
+        "{reason}"
+    );
+    assert_eq!(rcpts.len(), 60);
+}
+
+#[test]
 fn recovers_after_api_was_unreachable() {
     // A port where nothing listens yet: reserve it, then free it.
     let addr = {

@@ -133,6 +133,10 @@ impl Engine {
         };
         meta.attempts += 1;
         let total = mapped.calls.len();
+        // A part the API refuses for good does not stop the others: every
+        // recipient gets its chance, then the message is dead-lettered for
+        // the refused ones (the accepted ones are recorded in `delivered`).
+        let mut refused: Option<(Option<String>, String, usize)> = None;
         for (part, call) in mapped.calls.iter().enumerate() {
             let waited = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -168,10 +172,26 @@ impl Engine {
                         self.persist(&meta, true).await;
                     }
                 }
+                Outcome::Permanent { code, reason } => {
+                    tracing::warn!(id, part = part + 1, parts = total, code = code.as_deref().unwrap_or(""), error = %reason, "API refused this part");
+                    let n = call.recipients.len();
+                    refused = Some(match refused {
+                        None => (code, reason, n),
+                        Some((c, r, k)) => (c, r, k + n),
+                    });
+                }
                 other => return self.finish(meta, Some(other)).await,
             }
         }
-        self.finish(meta, None).await
+        let outcome = refused.map(|(code, reason, n)| Outcome::Permanent {
+            code,
+            reason: if total > 1 {
+                format!("{reason} (refused for {n} recipients)")
+            } else {
+                reason
+            },
+        });
+        self.finish(meta, outcome).await
     }
 
     /// Records the end of an attempt. `None` means every call was accepted.
