@@ -181,3 +181,19 @@ fn headers_only_message_without_blank_line_is_rewritten() {
     let mapped = map_ok(b"From: a@x.org\r\nX-PM-Tag: t", &opts());
     assert_eq!(sent_data(&mapped), b"From: a@x.org\r\nX-Postal-Tag: t");
 }
+
+#[test]
+fn bcc_header_is_removed_so_recipients_do_not_see_it() {
+    let raw = b"From: a@x.org\r\nTo: r@x.org\r\nBcc: hidden@x.org,\r\n other@x.org\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n";
+    let mapped = map(
+        &envelope("a@x.org", &["r@x.org", "hidden@x.org", "other@x.org"]),
+        raw,
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(
+        sent_data(&mapped),
+        b"From: a@x.org\r\nTo: r@x.org\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n"
+    );
+    assert_eq!(mapped.calls[0].body["rcpt_to"].as_array().unwrap().len(), 3);
+}

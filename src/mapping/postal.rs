@@ -4,8 +4,9 @@
 //! The bytes go through unchanged except that bare LF line endings become
 //! CRLF (Postal splits headers from body at the first CRLFCRLF) and, in the
 //! header section only (up to the first blank line), `X-PM-Tag` is renamed
-//! `X-Postal-Tag` and `X-Postal-MsgID` is removed (Postal skips DKIM signing
-//! when it is present). `X-PM-*` headers that ask for something Postal cannot
+//! `X-Postal-Tag`, `X-Postal-MsgID` is removed (Postal skips DKIM signing
+//! when it is present), and a `Bcc` header is removed (its recipients are in
+//! `rcpt_to`; left in, every recipient would see them). `X-PM-*` headers that ask for something Postal cannot
 //! do are refused, or removed under `ignore_unsupported`; `X-PM-KeepID` is
 //! removed silently (send/raw keeps the Message-ID anyway). Other `X-PM-*`
 //! headers are left alone.
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use super::{ApiCall, Mapped, MappingError, MappingOptions, unique_recipients};
 use crate::message::Envelope;
+use crate::message::crlf::to_crlf;
 
 /// `mail_from` sent for the null sender, which Postal would reject as blank.
 pub const NULL_SENDER: &str = "<>";
@@ -71,18 +73,6 @@ pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Map
     })
 }
 
-/// Turns every LF not preceded by CR into CRLF; CRLF and lone CR stay.
-pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    for (i, &b) in raw.iter().enumerate() {
-        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
-}
-
 /// What happens to one header field.
 enum Action {
     Keep,
@@ -112,7 +102,8 @@ fn rewrite(
                     Action::Drop
                 }
             }
-            "x-postal-msgid" | "x-pm-keepid" => Action::Drop,
+            // Bcc recipients are in rcpt_to; the header would show them to everyone.
+            "x-postal-msgid" | "x-pm-keepid" | "bcc" => Action::Drop,
             "x-pm-trackopens" | "x-pm-tracklinks" | "x-pm-message-stream" => {
                 unsupported.push(name);
                 Action::Drop

@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::codec::CrlfNormalizer;
 use super::reply::{self, Reply};
 use super::session::{Action, Session};
+use crate::message::crlf::CrlfNormalizer;
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 

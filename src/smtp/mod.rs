@@ -3,7 +3,6 @@
 //! timeouts, limits and replies; it knows the backend only as the pure
 //! check that refuses at `DATA` what the API would refuse later.
 
-pub mod codec;
 mod connection;
 pub mod reply;
 pub mod session;

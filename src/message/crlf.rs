@@ -1,6 +1,6 @@
-//! Byte-level helpers for the DATA stream. smtp-proto's `DataReceiver` does
-//! the dot-unstuffing and finds the one true end (`CRLF.CRLF`); this turns
-//! bare LF line endings into CRLF so the spool always holds CRLF mail.
+//! Line endings: mail is stored and sent with CRLF. The SMTP listener
+//! normalises a DATA stream chunk by chunk; mapping normalises a whole
+//! message (mail that reached the spool some other way).
 
 /// Rewrites lone `\n` as `\r\n`, keeping state across chunks.
 #[derive(Debug, Default)]
@@ -32,6 +32,13 @@ impl CrlfNormalizer {
             self.prev_cr = last == b'\r';
         }
     }
+}
+
+/// The whole of `raw` with every lone `\n` written as `\r\n`.
+pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    CrlfNormalizer::default().push(raw, &mut out);
+    out
 }
 
 #[cfg(test)]
