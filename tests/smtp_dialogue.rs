@@ -241,8 +241,14 @@ fn empty_message_and_dot_stuffed_first_line_end_data_correctly() {
     // A first line that starts with a dot arrives dot-stuffed.
     c.send("..first line\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
     let r = c.expect("250 2.0.0");
-    let eml = relay.spool().join("queue").join(format!("{}.eml", queued_id(&r)));
-    assert_eq!(std::fs::read_to_string(eml).unwrap(), ".first line\r\nSubject: x\r\n\r\nbody\r\n");
+    let eml = relay
+        .spool()
+        .join("queue")
+        .join(format!("{}.eml", queued_id(&r)));
+    assert_eq!(
+        std::fs::read_to_string(eml).unwrap(),
+        ".first line\r\nSubject: x\r\n\r\nbody\r\n"
+    );
     // An empty message ends at once.
     c.cmd("MAIL FROM:<a@example.com>", "250");
     c.cmd("RCPT TO:<b@example.org>", "250");
