@@ -2,9 +2,12 @@
 //! environment overrides, resolved into one typed [`Config`].
 //!
 //! Everything is checked here, before any port is bound: unknown keys, bad
-//! values and missing secrets become a [`ConfigError`] that names the key and
-//! the expected form (the binary exits 78, EX_CONFIG). Secrets live in
-//! [`SecretString`] so they never reach a log or a `Debug` print.
+//! or out-of-range values and missing secrets become a [`ConfigError`] that
+//! names the key and the expected form (the binary exits 78, EX_CONFIG).
+//! Secrets live in [`SecretString`] so they never reach a log or a `Debug`
+//! print; a secret or a credential in an `api_url` is never part of an error
+//! text. Tools that need no credentials (`queue`, `sendmail`) load with
+//! [`Mode::Tools`], which leaves secrets unresolved.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -159,6 +162,7 @@ pub struct PostmarkConfig {
     #[serde(serialize_with = "redact")]
     pub server_token: Option<SecretString>,
     pub server_token_file: Option<PathBuf>,
+    #[serde(serialize_with = "redact_url")]
     pub api_url: String,
     pub message_stream: String,
 }
@@ -177,6 +181,7 @@ impl Default for PostmarkConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostalConfig {
+    #[serde(serialize_with = "redact_opt_url")]
     pub api_url: Option<String>,
     #[serde(serialize_with = "redact")]
     pub api_key: Option<SecretString>,
@@ -230,6 +235,29 @@ fn redact<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S
     }
 }
 
+fn redact_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&without_userinfo(url))
+}
+
+fn redact_opt_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&without_userinfo(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// `http://user:pass@host/x` → `http://[redacted]@host/x`. Works on the text,
+/// so it also covers values that are not valid URLs (error messages).
+pub fn without_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &url[..start], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// A duration written `30s`, `15m`, `2h`, `5d` (also `250ms`, `1h30m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
@@ -275,16 +303,40 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// How much of the configuration a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `serve` and `check-config`: everything, secrets read and required.
+    Full,
+    /// `queue` and `sendmail`: everything but the secrets, which stay
+    /// unread ([`Secrets`] is empty). An operator, or PHP running as
+    /// `www-data`, may not be allowed to read the token, and needs none.
+    Tools,
+}
+
 /// Loads the configuration from `path` (if any) and the process environment.
 pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    load_from(path, &env)
+    load_with(path, &std::env::vars().collect(), Mode::Full)
+}
+
+/// Like [`load`], without reading or requiring secrets ([`Mode::Tools`]).
+pub fn load_for_tools(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_with(path, &std::env::vars().collect(), Mode::Tools)
 }
 
 /// Same as [`load`], with the environment passed in (tests).
 pub fn load_from(
     path: Option<&Path>,
     env: &HashMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    load_with(path, env, Mode::Full)
+}
+
+/// Loads from `path` and `env` as `mode` asks.
+pub fn load_with(
+    path: Option<&Path>,
+    env: &HashMap<String, String>,
+    mode: Mode,
 ) -> Result<Loaded, ConfigError> {
     let overrides = env_overrides(env);
     let mut builder = config::Config::builder();
@@ -297,20 +349,40 @@ pub fn load_from(
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
+    // Values stay strings: `try_parsing(true)` would turn a token or host name
+    // like "0123" into the integer 123. Numbers, booleans and durations are
+    // still parsed from strings when their field is deserialized.
     builder = builder.add_source(
         config::Environment::default()
             .separator("__")
-            .try_parsing(true)
+            .try_parsing(false)
             .source(Some(overrides.clone())),
     );
     let raw = builder.build().map_err(describe)?;
     let config: Config = raw.try_deserialize().map_err(describe)?;
 
+    let secrets = match mode {
+        Mode::Full => Some(resolve_secrets(&config, &overrides, env)?),
+        Mode::Tools => None,
+    };
+    let warnings = validate(&config, secrets.as_ref())?;
+    Ok(Loaded {
+        config,
+        secrets: secrets.unwrap_or_default(),
+        warnings,
+    })
+}
+
+fn resolve_secrets(
+    config: &Config,
+    overrides: &HashMap<String, String>,
+    env: &HashMap<String, String>,
+) -> Result<Secrets, ConfigError> {
     let env_has = |key: &str| overrides.contains_key(key);
-    let secrets = Secrets {
+    Ok(Secrets {
         postmark_token: resolve_secret(
             "postmark.server_token",
-            config.postmark.server_token.clone(),
+            config.postmark.server_token.as_ref(),
             config.postmark.server_token_file.as_deref(),
             (
                 env_has("postmark__server_token"),
@@ -321,18 +393,12 @@ pub fn load_from(
         )?,
         postal_key: resolve_secret(
             "postal.api_key",
-            config.postal.api_key.clone(),
+            config.postal.api_key.as_ref(),
             config.postal.api_key_file.as_deref(),
             (env_has("postal__api_key"), env_has("postal__api_key_file")),
             env,
             "POSTAL_API_KEY",
         )?,
-    };
-    let warnings = validate(&config, &secrets)?;
-    Ok(Loaded {
-        config,
-        secrets,
-        warnings,
     })
 }
 
@@ -348,29 +414,33 @@ fn env_overrides(env: &HashMap<String, String>) -> HashMap<String, String> {
 }
 
 /// Precedence: `POSTRELAY_*` environment, then the file, then the root fallback
-/// (`POSTMARK_SERVER_TOKEN`, `POSTMARK_SERVER_TOKEN_FILE`).
+/// (`POSTMARK_SERVER_TOKEN`, `POSTMARK_SERVER_TOKEN_FILE`). Whatever the
+/// source, the secret is trimmed and checked by [`clean_secret`].
 fn resolve_secret(
     key: &str,
-    value: Option<SecretString>,
+    value: Option<&SecretString>,
     file: Option<&Path>,
     (env_value, env_file): (bool, bool),
     env: &HashMap<String, String>,
     fallback: &str,
 ) -> Result<Option<SecretString>, ConfigError> {
     let file_key = format!("{key}_file");
+    let direct = |v: &SecretString| clean_secret(key, v.expose_secret(), None).map(Some);
     let from_file = |p: &Path| read_secret_file(&file_key, p).map(Some);
     match (value, file) {
-        (Some(v), Some(_)) if env_value && !env_file => Ok(Some(v)),
+        (Some(v), Some(_)) if env_value && !env_file => direct(v),
         (Some(_), Some(p)) if env_file && !env_value => from_file(p),
         (Some(_), Some(_)) => Err(key_error(
             key,
             format!("set either {key} or {file_key}, not both"),
         )),
-        (Some(v), None) => Ok(Some(v)),
+        (Some(v), None) => direct(v),
         (None, Some(p)) => from_file(p),
         (None, None) => {
+            // An empty root fallback (`POSTMARK_SERVER_TOKEN=` from a compose
+            // file) counts as unset; it is not postrelay's own key.
             if let Some(v) = env.get(fallback).filter(|v| !v.trim().is_empty()) {
-                return Ok(Some(SecretString::from(v.trim().to_string())));
+                return clean_secret(fallback, v, None).map(Some);
             }
             let fallback_file = format!("{fallback}_FILE");
             match env.get(&fallback_file) {
@@ -384,9 +454,37 @@ fn resolve_secret(
 fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| key_error(key, format!("cannot read {}: {e}", path.display())))?;
-    let trimmed = text.trim();
+    clean_secret(key, &text, Some(path))
+}
+
+/// Trims a secret and checks it can be sent as an HTTP header value: not
+/// empty, nothing but visible ASCII, spaces and tabs. The value itself is
+/// never part of the error.
+fn clean_secret(key: &str, raw: &str, file: Option<&Path>) -> Result<SecretString, ConfigError> {
+    let trimmed = raw.trim();
+    let subject = match file {
+        Some(p) => format!("{} ", p.display()),
+        None => String::new(),
+    };
     if trimmed.is_empty() {
-        return Err(key_error(key, format!("{} is empty", path.display())));
+        return Err(key_error(
+            key,
+            match file {
+                Some(p) => format!("{} is empty", p.display()),
+                None => "must not be empty or only whitespace".into(),
+            },
+        ));
+    }
+    if !trimmed
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err(key_error(
+            key,
+            format!(
+                "{subject}contains a character an HTTP header cannot carry (a control character, line break or non-ASCII); the value is not shown"
+            ),
+        ));
     }
     Ok(SecretString::from(trimmed.to_string()))
 }
@@ -427,7 +525,46 @@ fn hint(key: &str, problem: &str) -> String {
     problem.to_string()
 }
 
-fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
+/// Upper bound for `smtp.max_connections` and `delivery.concurrency`: far
+/// above any real need, far below what a semaphore or a task set can hold.
+const MAX_PARALLEL: usize = 100_000;
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// `1..=max`, else "must be at least 1 and at most {max} (got {value})".
+fn check_count(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(key_error(
+            key,
+            format!("must be at least 1 and at most {max} (got {value})"),
+        ));
+    }
+    Ok(())
+}
+
+/// `min..=max`; `range` and `example` are how the message spells them.
+fn check_duration(
+    key: &str,
+    value: Dur,
+    (min, max): (Duration, Duration),
+    range: &str,
+    example: &str,
+) -> Result<(), ConfigError> {
+    if value.0 < min || value.0 > max {
+        return Err(key_error(
+            key,
+            format!(
+                "must be {range} (got {}), e.g. \"{example}\"",
+                humantime::format_duration(value.0)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what deserializing cannot; `secrets` is `None` in [`Mode::Tools`],
+/// which skips the "backend needs a credential" checks.
+fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
     if c.smtp.hostname.trim().is_empty() || c.smtp.hostname.contains(char::is_whitespace) {
         return Err(key_error(
@@ -444,12 +581,31 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
     if c.smtp.max_recipients == 0 {
         return Err(key_error("smtp.max_recipients", "must be at least 1"));
     }
-    if c.smtp.max_connections == 0 {
-        return Err(key_error("smtp.max_connections", "must be at least 1"));
-    }
-    if c.delivery.concurrency == 0 {
-        return Err(key_error("delivery.concurrency", "must be at least 1"));
-    }
+    check_count("smtp.max_connections", c.smtp.max_connections, MAX_PARALLEL)?;
+    let timeout = (Duration::from_millis(100), HOUR);
+    let timeout_range = "between 100ms and 1h";
+    check_duration(
+        "smtp.command_timeout",
+        c.smtp.command_timeout,
+        timeout,
+        timeout_range,
+        "5m",
+    )?;
+    check_duration(
+        "smtp.data_timeout",
+        c.smtp.data_timeout,
+        timeout,
+        timeout_range,
+        "10m",
+    )?;
+    check_duration(
+        "shutdown_timeout",
+        c.shutdown_timeout,
+        (Duration::ZERO, HOUR),
+        "between 0s and 1h",
+        "30s",
+    )?;
+    check_count("delivery.concurrency", c.delivery.concurrency, MAX_PARALLEL)?;
     if c.delivery.retry_initial.0.is_zero() {
         return Err(key_error(
             "delivery.retry_initial",
@@ -462,15 +618,23 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
             "must not be longer than delivery.retry_max",
         ));
     }
-    if c.delivery.max_age.0.is_zero() {
-        return Err(key_error(
-            "delivery.max_age",
-            "must be longer than 0s, e.g. \"5d\"",
-        ));
-    }
+    check_duration(
+        "delivery.retry_max",
+        c.delivery.retry_max,
+        (Duration::ZERO, 30 * DAY),
+        "at most 30d",
+        "15m",
+    )?;
+    check_duration(
+        "delivery.max_age",
+        c.delivery.max_age,
+        (Duration::from_nanos(1), 365 * DAY),
+        "longer than 0s and at most 365d",
+        "5d",
+    )?;
     match c.backend {
         BackendKind::Postmark => {
-            if secrets.postmark_token.is_none() {
+            if secrets.is_some_and(|s| s.postmark_token.is_none()) {
                 return Err(key_error(
                     "postmark.server_token",
                     "backend \"postmark\" needs a server token (postmark.server_token, postmark.server_token_file, POSTRELAY_POSTMARK__SERVER_TOKEN or POSTMARK_SERVER_TOKEN)",
@@ -492,7 +656,7 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
                 ));
             };
             check_url("postal.api_url", url, &mut warnings)?;
-            if secrets.postal_key.is_none() {
+            if secrets.is_some_and(|s| s.postal_key.is_none()) {
                 return Err(key_error(
                     "postal.api_key",
                     "backend \"postal\" needs an API key (postal.api_key, postal.api_key_file, POSTRELAY_POSTAL__API_KEY or POSTAL_API_KEY)",
@@ -504,11 +668,13 @@ fn validate(c: &Config, secrets: &Secrets) -> Result<Vec<String>, ConfigError> {
     Ok(warnings)
 }
 
+/// Messages show the URL with any user-info replaced by `[redacted]`.
 fn check_url(key: &str, url: &str, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let shown = without_userinfo(url);
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         key_error(
             key,
-            format!("{url:?} is not a URL ({e}), e.g. \"https://api.postmarkapp.com\""),
+            format!("{shown:?} is not a URL ({e}), e.g. \"https://api.postmarkapp.com\""),
         )
     })?;
     match parsed.scheme() {
@@ -522,7 +688,7 @@ fn check_url(key: &str, url: &str, warnings: &mut Vec<String>) -> Result<(), Con
             };
             if !loopback {
                 warnings.push(format!(
-                    "{key} {url:?} is plain http on a non-loopback host: the credential travels unencrypted"
+                    "{key} {shown:?} is plain http on a non-loopback host: the credential travels unencrypted"
                 ));
             }
         }
@@ -536,19 +702,319 @@ fn check_url(key: &str, url: &str, warnings: &mut Vec<String>) -> Result<(), Con
         }
     }
     if parsed.host().is_none() {
-        return Err(key_error(key, format!("{url:?} has no host")));
+        return Err(key_error(key, format!("{shown:?} has no host")));
     }
     Ok(())
 }
 
 impl Config {
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML: secrets and the user-info of
+    /// `api_url`s redacted.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 
-/// Exposes a secret for an HTTP header; the only place secrets leave their wrapper.
-pub fn expose(secret: &SecretString) -> &str {
-    secret.expose_secret()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        load_from(None, &env(pairs))
+    }
+
+    fn load_toml(toml: &str, pairs: &[(&str, &str)], mode: Mode) -> Result<Loaded, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postrelay.toml");
+        std::fs::write(&path, toml).unwrap();
+        load_with(Some(&path), &env(pairs), mode).map_err(|e| e.to_string())
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        load_env(pairs).expect_err("should be refused").to_string()
+    }
+
+    fn token(l: &Loaded) -> &str {
+        l.secrets.postmark_token.as_ref().unwrap().expose_secret()
+    }
+
+    #[test]
+    fn env_strings_that_look_like_numbers_stay_strings() {
+        let l = load_env(&[
+            ("POSTRELAY_BACKEND", "postmark"),
+            ("POSTRELAY_POSTMARK__SERVER_TOKEN", "00123456789"),
+            ("POSTRELAY_SMTP__HOSTNAME", "0123"),
+            ("POSTRELAY_POSTMARK__MESSAGE_STREAM", "007"),
+        ])
+        .unwrap();
+        assert_eq!(token(&l), "00123456789");
+        assert_eq!(l.config.smtp.hostname, "0123");
+        assert_eq!(l.config.postmark.message_stream, "007");
+    }
+
+    #[test]
+    fn env_numbers_booleans_and_durations_still_parse() {
+        let l = load_env(&[
+            ("POSTRELAY_DELIVERY__RATE_LIMIT", "7"),
+            ("POSTRELAY_IGNORE_UNSUPPORTED_FEATURES", "true"),
+            ("POSTRELAY_SMTP__MAX_MESSAGE_SIZE", "100"),
+            ("POSTRELAY_SPOOL__MIN_FREE_SPACE", "18446744073709551615"),
+            ("POSTRELAY_POSTAL__MAX_MESSAGE_SIZE", "2048"),
+            ("POSTRELAY_DELIVERY__RETRY_MAX", "2h"),
+        ])
+        .unwrap();
+        assert_eq!(l.config.delivery.rate_limit, 7);
+        assert!(l.config.ignore_unsupported_features);
+        assert_eq!(l.config.smtp.max_message_size, 100);
+        assert_eq!(l.config.spool.min_free_space, u64::MAX);
+        assert_eq!(l.config.postal.max_message_size, Some(2048));
+        assert_eq!(l.config.delivery.retry_max, Dur::secs(7200));
+        assert_eq!(
+            err(&[("POSTRELAY_DELIVERY__RATE_LIMIT", "fast")]),
+            "delivery.rate_limit: invalid type: string \"fast\", expected an integer (in the environment)"
+        );
+    }
+
+    #[test]
+    fn empty_or_blank_secrets_are_refused_naming_the_key() {
+        for value in ["", "   ", "\t\n"] {
+            let e = err(&[("POSTRELAY_POSTMARK__SERVER_TOKEN", value)]);
+            assert_eq!(
+                e, "postmark.server_token: must not be empty or only whitespace",
+                "{value:?}"
+            );
+        }
+        let e = load_toml("[postal]\napi_key = \"  \"\n", &[], Mode::Full).unwrap_err();
+        assert_eq!(e, "postal.api_key: must not be empty or only whitespace");
+    }
+
+    #[test]
+    fn direct_secrets_are_trimmed_like_file_secrets() {
+        let l = load_env(&[
+            ("POSTRELAY_BACKEND", "postmark"),
+            ("POSTRELAY_POSTMARK__SERVER_TOKEN", "  tok-123\n"),
+        ])
+        .unwrap();
+        assert_eq!(token(&l), "tok-123");
+        let l = load_toml(
+            "backend = \"postmark\"\n[postmark]\nserver_token = \" inline \"\n",
+            &[],
+            Mode::Full,
+        )
+        .unwrap();
+        assert_eq!(token(&l), "inline");
+    }
+
+    #[test]
+    fn secrets_an_http_header_cannot_carry_are_refused_without_showing_them() {
+        for value in [
+            "abc\ndef-hidden",
+            "abc\rdef-hidden",
+            "abc\u{1}def-hidden",
+            "abcdéf-hidden",
+        ] {
+            let e = err(&[("POSTRELAY_POSTMARK__SERVER_TOKEN", value)]);
+            assert!(
+                e.starts_with(
+                    "postmark.server_token: contains a character an HTTP header cannot carry"
+                ),
+                "{value:?}: {e}"
+            );
+            assert!(!e.contains("hidden"), "{e}");
+        }
+        let e = err(&[("POSTAL_API_KEY", "key\u{7f}-hidden")]);
+        assert!(e.starts_with("POSTAL_API_KEY: contains"), "{e}");
+        assert!(!e.contains("hidden"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "line-one\nline-two-hidden\n").unwrap();
+        let e = err(&[(
+            "POSTRELAY_POSTMARK__SERVER_TOKEN_FILE",
+            file.to_str().unwrap(),
+        )]);
+        assert!(
+            e.starts_with(&format!(
+                "postmark.server_token_file: {} contains",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("hidden"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_key_and_range() {
+        let cases = [
+            (
+                "POSTRELAY_SMTP__MAX_CONNECTIONS",
+                "100001",
+                "smtp.max_connections: must be at least 1 and at most 100000 (got 100001)",
+            ),
+            (
+                "POSTRELAY_SMTP__MAX_CONNECTIONS",
+                "0",
+                "smtp.max_connections: must be at least 1 and at most 100000 (got 0)",
+            ),
+            (
+                "POSTRELAY_DELIVERY__CONCURRENCY",
+                "18446744073709551615",
+                "delivery.concurrency: must be at least 1 and at most 100000",
+            ),
+            (
+                "POSTRELAY_DELIVERY__RETRY_MAX",
+                "31d",
+                "delivery.retry_max: must be at most 30d (got 1month",
+            ),
+            (
+                "POSTRELAY_DELIVERY__MAX_AGE",
+                "366d",
+                "delivery.max_age: must be longer than 0s and at most 365d",
+            ),
+            (
+                "POSTRELAY_DELIVERY__MAX_AGE",
+                "0s",
+                "delivery.max_age: must be longer than 0s and at most 365d (got 0s)",
+            ),
+            (
+                "POSTRELAY_SHUTDOWN_TIMEOUT",
+                "2h",
+                "shutdown_timeout: must be between 0s and 1h (got 2h)",
+            ),
+            (
+                "POSTRELAY_SMTP__COMMAND_TIMEOUT",
+                "99ms",
+                "smtp.command_timeout: must be between 100ms and 1h (got 99ms)",
+            ),
+            (
+                "POSTRELAY_SMTP__DATA_TIMEOUT",
+                "61m",
+                "smtp.data_timeout: must be between 100ms and 1h (got 1h 1m)",
+            ),
+        ];
+        for (var, value, want) in cases {
+            let e = err(&[(var, value)]);
+            assert!(e.starts_with(want), "{var}={value}: {e}");
+        }
+        // The edges are allowed.
+        load_env(&[
+            ("POSTRELAY_SMTP__MAX_CONNECTIONS", "100000"),
+            ("POSTRELAY_DELIVERY__CONCURRENCY", "100000"),
+            ("POSTRELAY_DELIVERY__RETRY_MAX", "30d"),
+            ("POSTRELAY_DELIVERY__MAX_AGE", "365d"),
+            ("POSTRELAY_SHUTDOWN_TIMEOUT", "0s"),
+            ("POSTRELAY_SMTP__COMMAND_TIMEOUT", "100ms"),
+            ("POSTRELAY_SMTP__DATA_TIMEOUT", "1h"),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn credentials_in_api_url_never_reach_a_message_or_the_printed_config() {
+        let l = load_env(&[
+            ("POSTRELAY_BACKEND", "postmark"),
+            ("POSTRELAY_POSTMARK__SERVER_TOKEN", "t"),
+            (
+                "POSTRELAY_POSTMARK__API_URL",
+                "http://user:s3cret@10.0.0.1/base",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            l.warnings,
+            vec![
+                "postmark.api_url \"http://[redacted]@10.0.0.1/base\" is plain http on a non-loopback host: the credential travels unencrypted"
+            ]
+        );
+        let printed = l.config.to_toml();
+        assert!(
+            printed.contains("api_url = \"http://[redacted]@10.0.0.1/base\""),
+            "{printed}"
+        );
+        assert!(!printed.contains("s3cret"), "{printed}");
+        // The real value is still what the backend gets.
+        assert_eq!(
+            l.config.postmark.api_url,
+            "http://user:s3cret@10.0.0.1/base"
+        );
+
+        for url in [
+            "http://user:s3cret@[::1",
+            "gopher://user:s3cret@h",
+            "user:s3cret@h/x",
+        ] {
+            let e = err(&[
+                ("POSTRELAY_BACKEND", "postal"),
+                ("POSTRELAY_POSTAL__API_KEY", "k"),
+                ("POSTRELAY_POSTAL__API_URL", url),
+            ]);
+            assert!(e.starts_with("postal.api_url: "), "{e}");
+            assert!(!e.contains("s3cret"), "{url}: {e}");
+        }
+        let l = load_env(&[
+            ("POSTRELAY_BACKEND", "postal"),
+            ("POSTRELAY_POSTAL__API_KEY", "k"),
+            (
+                "POSTRELAY_POSTAL__API_URL",
+                "https://u:s3cret@postal.example.com",
+            ),
+        ])
+        .unwrap();
+        assert!(!l.config.to_toml().contains("s3cret"));
+    }
+
+    #[test]
+    fn userinfo_is_cut_from_url_text() {
+        for (url, shown) in [
+            ("https://api.postmarkapp.com", "https://api.postmarkapp.com"),
+            (
+                "http://u:p@h:8080/x?y=@z",
+                "http://[redacted]@h:8080/x?y=@z",
+            ),
+            ("http://a@b@h/", "http://[redacted]@h/"),
+            ("u:p@h", "[redacted]@h"),
+            ("http://h/path@x", "http://h/path@x"),
+        ] {
+            assert_eq!(without_userinfo(url), shown);
+        }
+    }
+
+    #[test]
+    fn tools_mode_neither_reads_nor_requires_secrets() {
+        let toml =
+            "backend = \"postmark\"\n[postmark]\nserver_token_file = \"/nonexistent/token\"\n";
+        let full = load_toml(toml, &[], Mode::Full).unwrap_err();
+        assert!(
+            full.starts_with("postmark.server_token_file: cannot read"),
+            "{full}"
+        );
+        let l = load_toml(toml, &[], Mode::Tools).unwrap();
+        assert!(l.secrets.postmark_token.is_none());
+
+        let l = load_toml(
+            "backend = \"postal\"\n[postal]\napi_url = \"https://p.example\"\n",
+            &[],
+            Mode::Tools,
+        )
+        .unwrap();
+        assert!(l.secrets.postal_key.is_none());
+        // Everything else is still checked.
+        let e = load_toml(
+            "backend = \"postmark\"\n[delivery]\nconcurrency = 0\n",
+            &[],
+            Mode::Tools,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("delivery.concurrency: must be at least 1"),
+            "{e}"
+        );
+    }
 }

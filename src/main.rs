@@ -1,7 +1,8 @@
 //! The `postrelay` binary: CLI → config → logging → `app::run`. Exit codes:
 //! 0 ok, 78 (EX_CONFIG) bad configuration, 1 anything else; `sendmail`
 //! follows sysexits(3). Invoked as `sendmail` (a symlink), it is
-//! `postrelay sendmail`.
+//! `postrelay sendmail`. `serve` and `check-config` load the full
+//! configuration; `queue` and `sendmail` leave the secrets unread.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,14 +22,21 @@ fn main() -> ExitCode {
     if let Some(Command::Sendmail(args)) = &cli.command {
         return ExitCode::from(run_sendmail(args, cli.config.as_deref()));
     }
-    let loaded = match config::load(cli.config.as_deref()) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The queue tools need no credentials; the operator running them may not
+    // be allowed to read the token.
+    let loaded = match &command {
+        Command::Queue(_) => config::load_for_tools(cli.config.as_deref()),
+        _ => config::load(cli.config.as_deref()),
+    };
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
             eprintln!("postrelay: configuration error: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::CheckConfig => {
             for w in &loaded.warnings {
                 eprintln!("postrelay: warning: {w}");
@@ -72,11 +80,12 @@ fn sendmail_main() -> ExitCode {
     }
 }
 
-/// The SMTP address: `--server`, else `smtp.listen` from the config, else the default.
+/// The SMTP address: `--server`, else `smtp.listen` from the config, else the
+/// default. Secrets are not read: PHP running as `www-data` needs no token.
 fn run_sendmail(args: &SendmailArgs, config_path: Option<&Path>) -> u8 {
     let server = match &args.server {
         Some(s) => s.clone(),
-        None => match config::load(config_path) {
+        None => match config::load_for_tools(config_path) {
             Ok(l) => {
                 let mut addr = l.config.smtp.listen;
                 if addr.ip().is_unspecified() {

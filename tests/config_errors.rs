@@ -126,6 +126,56 @@ fn bad_configs_exit_78_with_a_message_naming_the_key() {
             &[("POSTRELAY_SMTP__BOGUS", "1")],
             "smtp: unknown field `bogus`, expected one of `listen`",
         ),
+        (
+            "",
+            &[("POSTRELAY_POSTMARK__SERVER_TOKEN", "")],
+            "postmark.server_token: must not be empty or only whitespace",
+        ),
+        (
+            "[postmark]\nserver_token = \"  \"\n",
+            &[],
+            "postmark.server_token: must not be empty or only whitespace",
+        ),
+        (
+            "",
+            &[("POSTRELAY_POSTAL__API_KEY", "key\nX-Injected: 1")],
+            "postal.api_key: contains a character an HTTP header cannot carry",
+        ),
+        (
+            "[smtp]\nmax_connections = 1000000\n",
+            &[],
+            "smtp.max_connections: must be at least 1 and at most 100000 (got 1000000)",
+        ),
+        (
+            "[delivery]\nconcurrency = 100001\n",
+            &[],
+            "delivery.concurrency: must be at least 1 and at most 100000",
+        ),
+        (
+            "[delivery]\nretry_max = \"60d\"\n",
+            &[],
+            "delivery.retry_max: must be at most 30d",
+        ),
+        (
+            "[delivery]\nmax_age = \"400d\"\n",
+            &[],
+            "delivery.max_age: must be longer than 0s and at most 365d",
+        ),
+        (
+            "shutdown_timeout = \"90m\"\n",
+            &[],
+            "shutdown_timeout: must be between 0s and 1h (got 1h 30m)",
+        ),
+        (
+            "[smtp]\ncommand_timeout = \"10ms\"\n",
+            &[],
+            "smtp.command_timeout: must be between 100ms and 1h (got 10ms)",
+        ),
+        (
+            "[smtp]\ndata_timeout = \"2h\"\n",
+            &[],
+            "smtp.data_timeout: must be between 100ms and 1h (got 2h)",
+        ),
     ];
     for (toml, env, needle) in cases {
         let out = run(&["check-config"], Some(toml), env);
@@ -267,4 +317,65 @@ fn plain_http_api_url_on_a_public_host_warns() {
         &[],
     );
     assert!(!stderr(&out).contains("plain http"), "{}", stderr(&out));
+}
+
+#[test]
+fn env_values_that_look_like_numbers_stay_strings() {
+    let out = run(
+        &["check-config"],
+        None,
+        &[
+            ("POSTRELAY_SMTP__HOSTNAME", "0123"),
+            ("POSTRELAY_POSTMARK__MESSAGE_STREAM", "0042"),
+            ("POSTRELAY_DELIVERY__RATE_LIMIT", "7"),
+            ("POSTRELAY_SMTP__MAX_MESSAGE_SIZE", "100"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "hostname = \"0123\"",
+        "message_stream = \"0042\"",
+        "rate_limit = 7",
+        "max_message_size = 100",
+    ] {
+        assert!(text.contains(want), "missing {want} in {text}");
+    }
+}
+
+#[test]
+fn secrets_in_an_api_url_are_never_printed() {
+    let out = run(
+        &["check-config"],
+        Some(
+            "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"http://user:s3cret@10.0.0.1\"\n",
+        ),
+        &[],
+    );
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("\"http://[redacted]@10.0.0.1\" is plain http on a non-loopback host"),
+        "{err}"
+    );
+    assert!(
+        stdout.contains("api_url = \"http://[redacted]@10.0.0.1\""),
+        "{stdout}"
+    );
+    assert!(
+        !format!("{stdout}{err}").contains("s3cret"),
+        "{stdout}{err}"
+    );
+
+    let out = run(
+        &["check-config"],
+        Some(
+            "backend = \"postal\"\n[postal]\napi_key = \"k\"\napi_url = \"http://user:s3cret@[::1\"\n",
+        ),
+        &[],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("postal.api_url: "), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
 }

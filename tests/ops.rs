@@ -381,3 +381,87 @@ fn a_second_daemon_on_the_same_spool_refuses_to_start() {
         "{out:?}"
     );
 }
+
+#[test]
+fn queue_list_needs_no_token() {
+    let dir = tempdir();
+    let out = Command::new(BIN)
+        .args(["queue", "list"])
+        .env_clear()
+        .env("POSTRELAY_BACKEND", "postmark")
+        .env("POSTRELAY_SPOOL__DIR", dir.path().join("spool"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).trim(), "Queue is empty.");
+}
+
+#[test]
+fn sendmail_gets_past_config_loading_without_reading_the_token() {
+    // PHP running as www-data cannot read the daemon's token file.
+    let dir = tempdir();
+    let cfg = dir.path().join("postrelay.toml");
+    std::fs::write(
+        &cfg,
+        "backend = \"postmark\"\n[postmark]\nserver_token_file = \"/nonexistent/postmark-token\"\n[smtp]\nlisten = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sendmail", "someone@example.org"])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"Subject: x\n\nbody\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("cannot reach postrelay at 127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sendmail_v_prints_the_final_reply_naming_the_queue_id() {
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    let mut child = Command::new(BIN)
+        .args(["sendmail", "-v", "--server", &relay.smtp.to_string()])
+        .arg("rcpt@example.org")
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello without headers\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.starts_with("sendmail: 2.0.0 Ok: queued as "), "{err}");
+    let id = queued_id(&err);
+    // The headerless input arrived as the body, not as a header.
+    let written = relay.spool().join("dry-run").join(format!("{id}.json"));
+    relay.wait_for("dry-run delivery", 20, || written.exists());
+    let request: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&written).unwrap()).unwrap();
+    assert_eq!(
+        request["TextBody"], "hello without headers\r\n",
+        "{request}"
+    );
+}

@@ -94,6 +94,9 @@ pub struct SendmailArgs {
     /// postrelay's SMTP address (default: smtp.listen from the config, else 127.0.0.1:2525).
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
+    /// Verbose: print the server's final reply (it names the queue id) to stderr.
+    #[arg(short = 'v')]
+    pub verbose: bool,
     /// Recipients.
     pub recipients: Vec<String>,
 }

@@ -45,11 +45,7 @@ pub fn prepare(
     if input.ends_with(b"\n") && lines.last() == Some(&&b""[..]) {
         lines.pop();
     }
-    let split = lines
-        .iter()
-        .position(|l| l.is_empty())
-        .unwrap_or(lines.len());
-    let (headers, body) = lines.split_at(split);
+    let (headers, body) = split_header_block(&lines);
 
     // Header fields with their continuation lines, as (name, whole field lines).
     let mut fields: Vec<(String, Vec<&[u8]>)> = Vec::new();
@@ -145,7 +141,7 @@ pub fn prepare(
         }
     }
     out.extend_from_slice(b"\r\n");
-    for l in body.iter().skip(1) {
+    for l in body {
         out.extend_from_slice(l);
         out.extend_from_slice(b"\r\n");
     }
@@ -154,6 +150,35 @@ pub fn prepare(
         rcpts,
         message: out,
     })
+}
+
+/// Splits input lines into the header block and the body. The header block
+/// is the leading run of header fields (`Name: value`) and their
+/// continuation lines; it ends at a blank line, which belongs to neither
+/// part, or at the first other line, which starts the body. Input that does
+/// not open with a header field is all body (`echo hello | sendmail r@x`).
+fn split_header_block<'a, 'b>(lines: &'b [&'a [u8]]) -> (&'b [&'a [u8]], &'b [&'a [u8]]) {
+    let mut end = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let continuation = i > 0 && line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !(continuation || is_header_field(line)) {
+            break;
+        }
+        end = i + 1;
+    }
+    let body_start = match lines.get(end) {
+        Some([]) => end + 1,
+        _ => end,
+    };
+    (&lines[..end], &lines[body_start..])
+}
+
+/// `Name: value`, the name printable ASCII (33..=126) other than `:` (RFC 5322 §2.2).
+fn is_header_field(line: &[u8]) -> bool {
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => line[..colon].iter().all(|b| (33..=126).contains(b)),
+        _ => false,
+    }
 }
 
 /// Runs `postrelay sendmail`; returns the process exit code.
@@ -180,7 +205,7 @@ pub fn run(args: &SendmailArgs, server: &str) -> u8 {
         .and_then(|mut c| c.send(&prepared.from, &prepared.rcpts, &prepared.message));
     match result {
         Ok(text) => {
-            if std::env::var_os("POSTRELAY_SENDMAIL_VERBOSE").is_some() {
+            if args.verbose {
                 eprintln!("sendmail: {text}");
             }
             0
@@ -311,5 +336,66 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    fn to_r(input: &[u8]) -> Prepared {
+        prepare(
+            &args(|a| a.recipients = vec!["r@x".into()]),
+            input,
+            "u",
+            "h",
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap()
+    }
+
+    /// The added From, Date and Message-ID, then what follows them.
+    fn after_added_headers(p: &Prepared) -> String {
+        let t = text(p);
+        let rest = &t[t.find("Message-ID: <").expect("a Message-ID was added")..];
+        rest[rest.find("\r\n").unwrap() + 2..].to_string()
+    }
+
+    #[test]
+    fn input_without_headers_is_all_body() {
+        let p = to_r(b"hello\n");
+        assert_eq!(after_added_headers(&p), "\r\nhello\r\n");
+        // A first line that only looks like a header (space in the name) is body too.
+        let p = to_r(b"Dear customer: thanks\nsecond line\n");
+        assert_eq!(
+            after_added_headers(&p),
+            "\r\nDear customer: thanks\r\nsecond line\r\n"
+        );
+        // So is a leading blank line, which ends an (empty) header block.
+        let p = to_r(b"\nbody only\n");
+        assert_eq!(after_added_headers(&p), "\r\nbody only\r\n");
+    }
+
+    #[test]
+    fn first_line_that_is_not_a_header_starts_the_body() {
+        let p = to_r(b"Subject: s\n  folded\nX-Tag: t\nhello there\nmore\n");
+        assert_eq!(
+            after_added_headers(&p),
+            "Subject: s\r\n  folded\r\nX-Tag: t\r\n\r\nhello there\r\nmore\r\n"
+        );
+    }
+
+    #[test]
+    fn headers_blank_line_and_body_are_kept_as_they_are() {
+        let p = to_r(b"Subject: s\nX-Tag: t\n\nhello\n\nNot-A-Header: body\n");
+        assert_eq!(
+            after_added_headers(&p),
+            "Subject: s\r\nX-Tag: t\r\n\r\nhello\r\n\r\nNot-A-Header: body\r\n"
+        );
+    }
+
+    #[test]
+    fn header_field_names_are_printable_ascii_without_colon() {
+        assert!(is_header_field(b"Subject: x"));
+        assert!(is_header_field(b"X-Weird!#name:x"));
+        assert!(!is_header_field(b": no name"));
+        assert!(!is_header_field(b"Two words: x"));
+        assert!(!is_header_field(b"no colon at all"));
+        assert!(!is_header_field(b"caf\xc3\xa9: x"));
     }
 }
