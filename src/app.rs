@@ -52,6 +52,12 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on smtp.listen {}", cfg.smtp.listen))?;
     let smtp_addr = smtp_listener.local_addr()?;
+    let control_listener = control::bind(spool.root()).with_context(|| {
+        format!(
+            "cannot create the control socket {}",
+            control::socket_path(spool.root()).display()
+        )
+    })?;
     let admin_listener = match &cfg.http {
         Some(http) => Some(
             TcpListener::bind(http.listen)
@@ -85,7 +91,11 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         data_timeout: cfg.smtp.data_timeout.0,
     });
 
-    let control_task = tokio::spawn(control::serve(spool.clone(), shutdown.clone()));
+    let control_task = tokio::spawn(control::serve(
+        control_listener,
+        spool.clone(),
+        shutdown.clone(),
+    ));
     let admin_task = admin_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(addr = %addr, "http listening on {addr}");
@@ -123,9 +133,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(t) = admin_task {
         let _ = t.await;
     }
-    if let Ok(Err(e)) = control_task.await {
-        tracing::warn!(error = %e, "control socket failed");
-    }
+    let _ = control_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -92,13 +92,19 @@ pub fn execute(
     Ok(report)
 }
 
-/// Serves the control socket until `shutdown`.
-pub async fn serve(spool: Arc<Spool>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let path = socket_path(spool.root());
+/// Binds the control socket (replacing a stale one: we hold the spool lock).
+pub fn bind(spool_root: &Path) -> std::io::Result<UnixListener> {
+    let path = socket_path(spool_root);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     // Operator tool only: owner access.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the control socket until `shutdown`.
+pub async fn serve(listener: UnixListener, spool: Arc<Spool>, shutdown: CancellationToken) {
+    let path = socket_path(spool.root());
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -118,7 +124,6 @@ pub async fn serve(spool: Arc<Spool>, shutdown: CancellationToken) -> std::io::R
         });
     }
     let _ = std::fs::remove_file(&path);
-    Ok(())
 }
 
 async fn handle(stream: tokio::net::UnixStream, spool: Arc<Spool>) -> std::io::Result<()> {

@@ -226,6 +226,21 @@ fn idle_client_is_told_421_when_the_command_timeout_passes() {
     // Say nothing: the server gives up and closes.
     c.expect("421 4.4.2");
     assert!(c.closed());
+    // Trickling a command one byte at a time does not reset the clock.
+    let mut d = relay.connect();
+    d.expect("220");
+    let started = std::time::Instant::now();
+    let reply = loop {
+        d.send("N");
+        if let Some(r) = d.reply_within(Duration::from_millis(50)) {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no timeout while trickling"
+        );
+    };
+    assert!(reply.starts_with("421 4.4.2"), "{reply}");
 }
 
 #[test]

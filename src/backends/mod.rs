@@ -28,7 +28,8 @@ pub trait Backend: Send + Sync {
     fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError>;
     /// What `DATA` runs before answering: the checks of [`map`](Backend::map),
     /// returning its warnings. Backends that split a message override it to
-    /// check one call's worth, since every call carries the same content.
+    /// check the first call only: the calls share the message content and
+    /// differ only in their recipient fields.
     fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
         self.map(envelope, raw).map(|m| m.warnings)
     }

@@ -12,6 +12,7 @@ use smtp_proto::Error as ProtoError;
 use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -74,6 +75,10 @@ impl Conn {
         let mut partial = 0usize;
         let mut skipping_long_line = false;
         let mut input: Vec<u8> = Vec::new();
+        // Each command must arrive whole within `command_timeout`: a client
+        // trickling one byte at a time cannot hold a slot forever.
+        let command_timeout = self.shared.command_timeout;
+        let mut deadline = Instant::now() + command_timeout;
         loop {
             // Answer every complete command already received, in order.
             let mut it = input.iter();
@@ -118,6 +123,7 @@ impl Conn {
                 };
                 let too_long = matches!(parsed, Err(ProtoError::ResponseTooLong));
                 let action = self.session.command(parsed);
+                deadline = Instant::now() + command_timeout;
                 if too_long {
                     receiver = RequestReceiver::default();
                     partial = 0;
@@ -136,6 +142,7 @@ impl Conn {
                     Ok(rest) => rest,
                     Err(stop) => return stop,
                 };
+                deadline = Instant::now() + command_timeout;
                 continue;
             }
             input.clear();
@@ -146,7 +153,7 @@ impl Conn {
             let idle = !self.session.in_transaction();
             let read = tokio::select! {
                 _ = shutdown.cancelled(), if idle => return Stop::Say(reply::shutting_down(self.session.hostname())),
-                r = tokio::time::timeout(self.shared.command_timeout, self.stream.read(&mut self.readbuf)) => r,
+                r = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)) => r,
             };
             match read {
                 Err(_) => return Stop::Say(reply::timeout(self.session.hostname())),

@@ -24,10 +24,6 @@ impl Reply {
         }
     }
 
-    pub fn is_positive(&self) -> bool {
-        self.code < 400
-    }
-
     /// Appends the wire form (CRLF-terminated, multi-line when needed) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut s = String::new();

@@ -53,10 +53,6 @@ impl Session {
         &self.hostname
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// True between `MAIL FROM` and the end of the transaction.
     pub fn in_transaction(&self) -> bool {
         self.mail_from.is_some()

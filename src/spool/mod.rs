@@ -276,7 +276,10 @@ impl Spool {
 
     /// Readiness: a probe file can be written and fsynced, and the disk has room.
     pub fn check_writable(&self) -> Result<(), String> {
-        let probe = self.tmp.join(".ready-probe");
+        // A name of its own, so concurrent probes do not trip over each other.
+        let probe = self
+            .tmp
+            .join(format!(".ready-probe-{}", ulid::Ulid::generate()));
         fsio::write_atomic(&probe, b"ok").map_err(|e| format!("spool not writable: {e}"))?;
         let _ = fs::remove_file(&probe);
         let free =

@@ -238,6 +238,23 @@ impl Smtp {
         self.send_bytes(bytes.as_bytes());
     }
 
+    /// A reply if one arrives within `wait`, else None.
+    pub fn reply_within(&mut self, wait: Duration) -> Option<String> {
+        if !self.buf.contains(&b'\n') {
+            self.stream.set_read_timeout(Some(wait)).unwrap();
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk);
+            self.stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            match n {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+        Some(self.reply())
+    }
+
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
