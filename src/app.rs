@@ -107,6 +107,18 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         };
         tokio::spawn(admin_http::serve(listener, state, shutdown.clone()))
     });
+    tracing::info!(
+        backend = backend.name(),
+        spool = %cfg.spool.dir.display(),
+        max_message_size = cfg.smtp.max_message_size,
+        max_recipients = cfg.smtp.max_recipients,
+        rate_limit = cfg.delivery.rate_limit,
+        concurrency = cfg.delivery.concurrency,
+        retry_initial = %humantime::format_duration(cfg.delivery.retry_initial.0),
+        retry_max = %humantime::format_duration(cfg.delivery.retry_max.0),
+        max_age = %humantime::format_duration(cfg.delivery.max_age.0),
+        "effective configuration (postrelay check-config prints all of it)"
+    );
     tracing::info!(addr = %smtp_addr, backend = backend.name(), "smtp listening on {smtp_addr}");
     let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,

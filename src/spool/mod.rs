@@ -465,6 +465,9 @@ impl Incoming {
                 fsio::sync_dir(&spool2.queue)
             };
             write().map_err(|e| {
+                // The client hears 4xx and will send again: leave nothing
+                // behind that could be delivered as well (JSON first).
+                let _ = fs::remove_file(spool2.queue.join(format!("{id}.json")));
                 let _ = fs::remove_file(&tmp_json);
                 let _ = fs::remove_file(&tmp_eml);
                 let _ = fs::remove_file(spool2.queue.join(format!("{id}.eml")));
