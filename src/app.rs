@@ -30,6 +30,13 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         .await?
         .with_context(|| format!("cannot open spool {}", cfg.spool.dir.display()))?;
     let spool = Arc::new(spool);
+    // Right away: a `queue` command finds the spool locked, so it must find the socket too.
+    let control_listener = control::bind(spool.root()).with_context(|| {
+        format!(
+            "cannot create the control socket {}",
+            control::socket_path(spool.root()).display()
+        )
+    })?;
     tracing::info!(
         dir = %cfg.spool.dir.display(),
         queued = recovery.queued,
@@ -38,6 +45,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         orphans_removed = recovery.orphans_removed,
         broken = recovery.broken,
         dead_letters_completed = recovery.dead_letters_completed,
+        stale_dead_letters_removed = recovery.stale_dead_letters_removed,
         "spool recovered"
     );
     let backend =
@@ -52,12 +60,6 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on smtp.listen {}", cfg.smtp.listen))?;
     let smtp_addr = smtp_listener.local_addr()?;
-    let control_listener = control::bind(spool.root()).with_context(|| {
-        format!(
-            "cannot create the control socket {}",
-            control::socket_path(spool.root()).display()
-        )
-    })?;
     let admin_listener = match &cfg.http {
         Some(http) => Some(
             TcpListener::bind(http.listen)

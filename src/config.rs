@@ -249,11 +249,25 @@ fn redact_opt_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S:
 /// `http://user:pass@host/x` → `http://[redacted]@host/x`. Works on the text,
 /// so it also covers values that are not valid URLs (error messages).
 pub fn without_userinfo(url: &str) -> String {
+    if let Ok(parsed) = reqwest::Url::parse(url)
+        && parsed.has_host()
+    {
+        if parsed.username().is_empty() && parsed.password().is_none() {
+            return url.to_string();
+        }
+        {
+            return format!(
+                "{}://[redacted]@{}",
+                parsed.scheme(),
+                &parsed[url::Position::BeforeHost..]
+            );
+        }
+    }
+    // Not a URL we can read: cut at the last '@' anywhere, since a password
+    // may itself hold '/', '?' or '#'; over-redacting a message is the safe side.
     let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{}[redacted]{}", &url[..start], &rest[at..]),
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &url[..start], &url[start + at..]),
         None => url.to_string(),
     }
 }
@@ -981,6 +995,11 @@ mod tests {
             ("http://a@b@h/", "http://[redacted]@h/"),
             ("u:p@h", "[redacted]@h"),
             ("http://h/path@x", "http://h/path@x"),
+            ("https://u:p/w@h.example/", "https://[redacted]@h.example/"),
+            (
+                "https://u:p?w#x@h.example:99999/",
+                "https://[redacted]@h.example:99999/",
+            ),
         ] {
             assert_eq!(without_userinfo(url), shown);
         }

@@ -355,11 +355,11 @@ fn secrets_in_an_api_url_are_never_printed() {
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("\"http://[redacted]@10.0.0.1\" is plain http on a non-loopback host"),
+        err.contains("\"http://[redacted]@10.0.0.1/\" is plain http on a non-loopback host"),
         "{err}"
     );
     assert!(
-        stdout.contains("api_url = \"http://[redacted]@10.0.0.1\""),
+        stdout.contains("api_url = \"http://[redacted]@10.0.0.1/\""),
         "{stdout}"
     );
     assert!(
@@ -378,4 +378,26 @@ fn secrets_in_an_api_url_are_never_printed() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("postal.api_url: "), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn a_password_with_slash_or_hash_is_not_printed_either() {
+    let out = run(
+        &["check-config"],
+        None,
+        &[
+            (
+                "POSTRELAY_POSTMARK__API_URL",
+                "https://u:p/w#x@h.example:99999/",
+            ),
+            ("POSTRELAY_BACKEND", "postmark"),
+            ("POSTRELAY_POSTMARK__SERVER_TOKEN", "t"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("postmark.api_url: ") && !err.contains("p/w"),
+        "{err}"
+    );
 }

@@ -168,7 +168,8 @@ impl Engine {
                         call.recipients.len(),
                     );
                     meta.delivered.extend(call.recipients.iter().cloned());
-                    if part + 1 < total {
+                    if total > 1 {
+                        // On disk before anything else can fail: never resent.
                         self.persist(&meta, true).await;
                     }
                 }

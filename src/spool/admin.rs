@@ -102,7 +102,7 @@ impl Spool {
         }
         if self.is_scheduled(id) {
             // Still queued, or being dead-lettered right now.
-            return Err(SpoolError::InFlight(id.to_string()));
+            return Err(SpoolError::AlreadyQueued(id.to_string()));
         }
         let failed_json = self.failed.join(format!("{id}.json"));
         if !failed_json.exists() {
@@ -116,13 +116,24 @@ impl Spool {
         meta.last_error = None;
         meta.received_at = now;
         meta.next_attempt_at = now;
-        // Message first, envelope (the commit marker) last, as on receipt.
-        fs::rename(
-            self.failed.join(format!("{id}.eml")),
-            self.queue.join(format!("{id}.eml")),
-        )?;
-        fsio::write_atomic(&self.queue.join(format!("{id}.json")), &to_json(&meta))?;
+        // Message first (a second link to it), envelope (the commit marker)
+        // last, as on receipt; the dead letter goes only once the queue entry
+        // is durable. A crash before the envelope leaves an orphan link that
+        // recovery removes, and the dead letter intact.
+        let queued_eml = self.queue.join(format!("{id}.eml"));
+        let queued_json = self.queue.join(format!("{id}.json"));
+        let commit = || -> std::io::Result<()> {
+            remove_if_exists(&queued_eml)?;
+            fs::hard_link(self.failed.join(format!("{id}.eml")), &queued_eml)?;
+            fsio::write_atomic(&queued_json, &to_json(&meta))
+        };
+        if let Err(e) = commit() {
+            let _ = remove_if_exists(&queued_json);
+            let _ = remove_if_exists(&queued_eml);
+            return Err(e.into());
+        }
         remove_if_exists(&failed_json)?;
+        remove_if_exists(&self.failed.join(format!("{id}.eml")))?;
         fsio::sync_dir(&self.failed)?;
         self.insert(&meta);
         Ok(())

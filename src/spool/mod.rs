@@ -45,6 +45,8 @@ pub enum SpoolError {
     NotFound(String),
     #[error("message {0} is being delivered right now; try again in a moment")]
     InFlight(String),
+    #[error("message {0} is in the queue, not a dead letter")]
+    AlreadyQueued(String),
     /// Another process (a running daemon) holds the spool.
     #[error("the spool is in use by a running postrelay")]
     Locked,
@@ -90,6 +92,7 @@ pub struct Recovery {
     pub orphans_removed: usize,
     pub broken: usize,
     pub dead_letters_completed: usize,
+    pub stale_dead_letters_removed: usize,
 }
 
 impl Spool {
@@ -165,6 +168,14 @@ impl Spool {
                         meta.next_attempt_at = now;
                         fsio::write_atomic(path, &to_json(&meta))?;
                         r.held_released += 1;
+                    }
+                    // A complete queue entry wins over a dead letter left by a
+                    // crash inside dead_letter or requeue.
+                    let stale = self.failed.join(format!("{id}.json"));
+                    if stale.exists() {
+                        fs::remove_file(&stale)?;
+                        remove_if_exists(&self.failed.join(format!("{id}.eml")))?;
+                        r.stale_dead_letters_removed += 1;
                     }
                     slots.insert(
                         id,

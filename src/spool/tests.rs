@@ -90,7 +90,10 @@ async fn requeue_brings_a_dead_letter_back_and_refuses_a_queued_id() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let id = put(&spool, "Subject: x\r\n\r\n").await;
-    assert!(matches!(spool.requeue(&id), Err(SpoolError::InFlight(_))));
+    assert!(matches!(
+        spool.requeue(&id),
+        Err(SpoolError::AlreadyQueued(_))
+    ));
     let mut meta = spool.load_meta(&id).unwrap();
     meta.attempts = 3;
     meta.failure = Some(Failure {
@@ -164,4 +167,29 @@ async fn crash_inside_dead_letter_is_completed_at_recovery() {
     let (_spool, r) = open(dir.path());
     assert_eq!((r.dead_letters_completed, r.broken, r.queued), (1, 0, 0));
     assert!(!queue.join(format!("{id}.json")).exists());
+}
+
+#[tokio::test]
+async fn crash_inside_requeue_after_the_envelope_leaves_one_queued_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        put(&spool, "Subject: x\r\n\r\n").await
+    };
+    // Requeue committed the queue entry, then died before removing the dead letter.
+    let failed = dir.path().join("failed");
+    fs::copy(
+        dir.path().join("queue").join(format!("{id}.json")),
+        failed.join(format!("{id}.json")),
+    )
+    .unwrap();
+    fs::hard_link(
+        dir.path().join("queue").join(format!("{id}.eml")),
+        failed.join(format!("{id}.eml")),
+    )
+    .unwrap();
+    let (spool, r) = open(dir.path());
+    assert_eq!((r.queued, r.stale_dead_letters_removed), (1, 1));
+    assert!(spool.failed_ids().unwrap().is_empty());
+    assert!(spool.load(&id).is_ok());
 }
