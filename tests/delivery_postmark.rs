@@ -574,6 +574,36 @@ fn refused_first_part_still_delivers_the_second_then_dead_letters_the_rest() {
 }
 
 #[test]
+fn refused_part_is_not_sent_again_when_another_part_is_retried() {
+    let api = ApiMock::scripted(
+        vec![
+            postmark_error(
+                406,
+                406,
+                "You tried to send to recipient(s) that have been marked as inactive.",
+            ),
+            Answer::text(503, "text/plain", "Service Unavailable"),
+        ],
+        postmark_ok("66666666-6666-4666-8666-666666666666"),
+    );
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &fast(&api));
+    let (id, _) = send_sixty(&relay);
+    wait_failed(&relay, &id);
+    let bodies: Vec<Value> = api.requests().iter().map(|r| r.json()).collect();
+    let sizes: Vec<usize> = bodies.iter().map(|b| recipients_of(b).len()).collect();
+    assert_eq!(
+        sizes,
+        [50, 10, 10],
+        "refused 50 once; the other 10 retried alone"
+    );
+    let failed = read_json(&relay.spool().join("failed").join(format!("{id}.json")));
+    assert_eq!(failed["failure"]["code"], "406");
+    assert_eq!(failed["refused"].as_array().unwrap().len(), 50);
+    assert_eq!(failed["delivered"].as_array().unwrap().len(), 10);
+}
+
+#[test]
 fn recovers_after_api_was_unreachable() {
     // A port where nothing listens yet: reserve it, then free it.
     let addr = {

@@ -110,9 +110,14 @@ impl Engine {
                 return;
             }
         };
+        let pending = meta.pending_recipients();
+        if pending.is_empty() {
+            // Every part already answered (a crash after the last one).
+            return self.finish(meta, None).await;
+        }
         let envelope = Envelope {
             mail_from: meta.envelope.mail_from.clone(),
-            rcpt_to: meta.pending_recipients(),
+            rcpt_to: pending,
         };
         let backend = self.backend.clone();
         let mapped = tokio::task::spawn_blocking(move || backend.map(&envelope, &raw)).await;
@@ -135,8 +140,8 @@ impl Engine {
         let total = mapped.calls.len();
         // A part the API refuses for good does not stop the others: every
         // recipient gets its chance, then the message is dead-lettered for
-        // the refused ones (the accepted ones are recorded in `delivered`).
-        let mut refused: Option<(Option<String>, String, usize)> = None;
+        // the refused ones. Accepted and refused recipients are both recorded,
+        // so no later attempt sends to them again.
         for (part, call) in mapped.calls.iter().enumerate() {
             let waited = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -175,31 +180,41 @@ impl Engine {
                 }
                 Outcome::Permanent { code, reason } => {
                     tracing::warn!(id, part = part + 1, parts = total, code = code.as_deref().unwrap_or(""), error = %reason, "API refused this part");
-                    let n = call.recipients.len();
-                    refused = Some(match refused {
-                        None => (code, reason, n),
-                        Some((c, r, k)) => (c, r, k + n),
+                    meta.refused.extend(call.recipients.iter().cloned());
+                    meta.refusal.get_or_insert(Failure {
+                        code,
+                        reason,
+                        failed_at: SystemTime::now(),
                     });
+                    if total > 1 {
+                        self.persist(&meta, true).await;
+                    }
                 }
                 other => return self.finish(meta, Some(other)).await,
             }
         }
-        let outcome = refused.map(|(code, reason, n)| Outcome::Permanent {
-            code,
-            reason: if total > 1 {
-                format!("{reason} (refused for {n} recipients)")
-            } else {
-                reason
-            },
-        });
-        self.finish(meta, outcome).await
+        self.finish(meta, None).await
     }
 
-    /// Records the end of an attempt. `None` means every call was accepted.
+    /// Records the end of an attempt. `None` means every call was answered:
+    /// delivered, unless the API refused some part for good.
     async fn finish(&self, mut meta: Meta, outcome: Option<Outcome>) {
         let now = SystemTime::now();
         let backend = self.backend.name();
         match outcome {
+            None if meta.refusal.is_some() => {
+                let refusal = meta.refusal.clone().expect("checked");
+                let reason = if meta.refused.len() < meta.envelope.rcpt_to.len() {
+                    format!(
+                        "{} (refused for {} recipients)",
+                        refusal.reason,
+                        meta.refused.len()
+                    )
+                } else {
+                    refusal.reason
+                };
+                self.dead_letter(meta, refusal.code, reason).await
+            }
             None => {
                 self.health.clear_fault();
                 let spool = self.spool.clone();
@@ -223,12 +238,20 @@ impl Engine {
                 }
                 let age = now.duration_since(meta.received_at).unwrap_or_default();
                 if age >= self.max_age {
-                    let reason = format!(
+                    let mut reason = format!(
                         "gave up after {} attempts over {}: {reason}",
                         meta.attempts,
                         humantime::format_duration(Duration::from_secs(age.as_secs()))
                     );
-                    return self.dead_letter(meta, None, reason).await;
+                    let code = meta.refusal.as_ref().and_then(|r| r.code.clone());
+                    if let Some(r) = &meta.refusal {
+                        reason.push_str(&format!(
+                            "; {} recipients were refused: {}",
+                            meta.refused.len(),
+                            r.reason
+                        ));
+                    }
+                    return self.dead_letter(meta, code, reason).await;
                 }
                 let delay = self
                     .backoff

@@ -111,6 +111,9 @@ impl Spool {
         let mut meta = read_meta(&failed_json)?;
         let now = SystemTime::now();
         meta.failure = None;
+        // Refused recipients get another chance; accepted ones are not resent.
+        meta.refused.clear();
+        meta.refusal = None;
         meta.attempts = 0;
         meta.held = false;
         meta.last_error = None;

@@ -28,6 +28,13 @@ pub struct Meta {
     /// they are never sent again.
     #[serde(default)]
     pub delivered: Vec<String>,
+    /// Recipients the API refused for good (their part of a split message):
+    /// never sent again; the message ends in failed/ for them.
+    #[serde(default)]
+    pub refused: Vec<String>,
+    /// The API's answer that refused them.
+    #[serde(default)]
+    pub refusal: Option<Failure>,
     /// The last attempt hit a configuration fault (rejected credential, ...):
     /// the message is held, and due at once after a restart.
     #[serde(default)]
@@ -58,17 +65,25 @@ impl Meta {
             next_attempt_at: now,
             last_error: None,
             delivered: Vec::new(),
+            refused: Vec::new(),
+            refusal: None,
             held: false,
             failure: None,
         }
     }
 
-    /// Envelope recipients the API has not accepted yet.
+    /// Envelope recipients the API has neither accepted nor refused yet.
     pub fn pending_recipients(&self) -> Vec<String> {
+        let done = |r: &String| {
+            self.delivered
+                .iter()
+                .chain(&self.refused)
+                .any(|d| d.eq_ignore_ascii_case(r))
+        };
         self.envelope
             .rcpt_to
             .iter()
-            .filter(|r| !self.delivered.iter().any(|d| d.eq_ignore_ascii_case(r)))
+            .filter(|r| !done(r))
             .cloned()
             .collect()
     }
