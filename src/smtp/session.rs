@@ -35,7 +35,13 @@ pub struct Session {
     mail_from: Option<String>,
     rcpts: Vec<String>,
     errors: u32,
+    /// NOOP/RSET/VRFY/HELP since the last MAIL: past [`JUNK_LIMIT`] each
+    /// counts as an error, so a client cannot hold a slot with NOOPs forever.
+    junk: u32,
 }
+
+/// Junk commands allowed between two transactions (Postfix uses 100 too).
+pub const JUNK_LIMIT: u32 = 100;
 
 impl Session {
     pub fn new(hostname: String, limits: Limits) -> Session {
@@ -46,6 +52,7 @@ impl Session {
             mail_from: None,
             rcpts: Vec::new(),
             errors: 0,
+            junk: 0,
         }
     }
 
@@ -107,6 +114,7 @@ impl Session {
                     return self.error(reply::bad_sender());
                 }
                 self.mail_from = Some(addr.to_string());
+                self.junk = 0;
                 Action::Reply(reply::sender_ok())
             }
             Request::Rcpt { to } => {
@@ -137,12 +145,12 @@ impl Session {
             }
             Request::Rset => {
                 self.reset();
-                Action::Reply(reply::ok())
+                self.junk(reply::ok())
             }
-            Request::Noop { .. } => Action::Reply(reply::ok()),
+            Request::Noop { .. } => self.junk(reply::ok()),
             Request::Quit => Action::Close(reply::bye()),
-            Request::Vrfy { .. } => Action::Reply(reply::vrfy()),
-            Request::Help { .. } => Action::Reply(reply::help()),
+            Request::Vrfy { .. } => self.junk(reply::vrfy()),
+            Request::Help { .. } => self.junk(reply::help()),
             other => {
                 let name = other.name();
                 self.error(reply::not_implemented(name))
@@ -165,6 +173,16 @@ impl Session {
             }
         };
         self.error(r)
+    }
+
+    /// Answers a junk command; past the limit it also counts as an error.
+    fn junk(&mut self, r: Reply) -> Action {
+        self.junk += 1;
+        if self.junk > JUNK_LIMIT {
+            self.error(r)
+        } else {
+            Action::Reply(r)
+        }
     }
 
     /// Counts a client error; too many end the session.
@@ -264,6 +282,24 @@ mod tests {
         run(&mut s, "EHLO c");
         assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b> SIZE=5000")), 552);
         assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b> SIZE=500")), 250);
+    }
+
+    #[test]
+    fn endless_noops_end_the_session_but_a_transaction_resets_the_count() {
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        for _ in 0..JUNK_LIMIT {
+            assert_eq!(code(&run(&mut s, "NOOP")), 250);
+        }
+        run(&mut s, "MAIL FROM:<a@b>");
+        for _ in 0..JUNK_LIMIT {
+            assert_eq!(code(&run(&mut s, "RSET")), 250);
+        }
+        // max_errors is 3: the 4th junk command past the limit closes.
+        for _ in 0..3 {
+            assert!(matches!(run(&mut s, "NOOP"), Action::Reply(_)));
+        }
+        assert!(matches!(run(&mut s, "NOOP"), Action::Close(r) if r.code == 421));
     }
 
     #[test]
