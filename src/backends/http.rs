@@ -247,3 +247,66 @@ pub fn display_url(url: &reqwest::Url) -> String {
     let _ = shown.set_password(None);
     shown.to_string()
 }
+
+/// What an API answered: status, `Retry-After`, body.
+pub struct Answered {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// One authenticated JSON POST, shared by the backends: the credential goes
+/// in `header` (marked sensitive), `Accept` and `Content-Type` are JSON.
+/// Every failure before an answer is already an [`Outcome`]: a configuration
+/// fault for an unusable URL or credential (`key` names the config key), a
+/// transient one for the network.
+pub async fn post_json(
+    client: &reqwest::Client,
+    endpoint: &Result<reqwest::Url, String>,
+    header: &'static str,
+    secret: &SecretString,
+    key: &str,
+    api: &str,
+    body: &serde_json::Value,
+) -> Result<Answered, Outcome> {
+    let endpoint = match endpoint {
+        Ok(url) => url.clone(),
+        Err(reason) => {
+            return Err(Outcome::ConfigFault {
+                code: None,
+                reason: reason.clone(),
+            });
+        }
+    };
+    let Ok(mut credential) = reqwest::header::HeaderValue::from_str(secret.expose_secret()) else {
+        return Err(Outcome::ConfigFault {
+            code: None,
+            reason: format!(
+                "{key} contains characters that cannot go into an HTTP header \
+                 (a stray line break from a secret file?): check {key}"
+            ),
+        });
+    };
+    credential.set_sensitive(true);
+    let response = client
+        .post(endpoint)
+        .header(header, credential)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .json(body)
+        .send()
+        .await
+        .map_err(|err| transient_from_error(api, &err))?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| transient_from_error(api, &err))?
+        .to_vec();
+    tracing::debug!(status, body_len = body.len(), "{api} answered");
+    Ok(Answered {
+        status,
+        retry_after,
+        body,
+    })
+}

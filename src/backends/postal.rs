@@ -22,8 +22,7 @@
 
 use std::fmt;
 
-use reqwest::header::{ACCEPT, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
 use super::http;
@@ -59,54 +58,29 @@ impl PostalClient {
 
     /// POST {api_url}/api/v1/send/raw with X-Server-API-Key, JSON body.
     pub async fn send(&self, body: &serde_json::Value) -> Outcome {
-        let endpoint = match &self.endpoint {
-            Ok(url) => url.clone(),
-            Err(reason) => {
-                return Outcome::ConfigFault {
-                    code: None,
-                    reason: reason.clone(),
-                };
-            }
-        };
-        let Ok(mut key) = HeaderValue::from_str(self.api_key.expose_secret()) else {
-            return Outcome::ConfigFault {
-                code: None,
-                reason: "postal.api_key contains characters that cannot go into an HTTP header \
-                         (a stray line break from a secret file?): check postal.api_key"
-                    .to_owned(),
-            };
-        };
-        key.set_sensitive(true);
-
-        let answer = self
-            .client
-            .post(endpoint)
-            .header(KEY_HEADER, key)
-            .header(ACCEPT, "application/json")
-            .json(body)
-            .send()
-            .await;
-        let response = match answer {
-            Ok(response) => response,
-            Err(err) => return http::transient_from_error(API, &err),
-        };
-        let status = response.status().as_u16();
-        let retry_after = http::retry_after(response.headers());
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(err) => return http::transient_from_error(API, &err),
-        };
-        tracing::debug!(status, body_len = bytes.len(), "Postal answered");
-        let outcome = match classify(status, &bytes) {
-            // Postal never sends Retry-After; a proxy in front of it may.
-            Outcome::Transient {
-                reason, throttled, ..
-            } => Outcome::Transient {
-                reason,
-                retry_after,
-                throttled,
+        let answered = http::post_json(
+            &self.client,
+            &self.endpoint,
+            KEY_HEADER,
+            &self.api_key,
+            "postal.api_key",
+            API,
+            body,
+        )
+        .await;
+        let outcome = match answered {
+            Ok(a) => match classify(a.status, &a.body) {
+                // Postal never sends Retry-After; a proxy in front of it may.
+                Outcome::Transient {
+                    reason, throttled, ..
+                } => Outcome::Transient {
+                    reason,
+                    retry_after: a.retry_after,
+                    throttled,
+                },
+                other => other,
             },
-            other => other,
+            Err(outcome) => outcome,
         };
         http::redact(outcome, &self.api_key)
     }

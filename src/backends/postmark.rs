@@ -27,8 +27,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
 use super::http;
@@ -66,40 +65,21 @@ impl PostmarkClient {
 
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
     pub async fn send(&self, body: &serde_json::Value) -> Outcome {
-        let endpoint = match &self.endpoint {
-            Ok(url) => url.clone(),
-            Err(reason) => return config_fault(None, reason.clone()),
+        let answered = http::post_json(
+            &self.client,
+            &self.endpoint,
+            TOKEN_HEADER,
+            &self.token,
+            "postmark.server_token",
+            API,
+            body,
+        )
+        .await;
+        let outcome = match answered {
+            Ok(a) => classify(a.status, &a.body, a.retry_after),
+            Err(outcome) => outcome,
         };
-        let Ok(mut token) = HeaderValue::from_str(self.token.expose_secret()) else {
-            return config_fault(
-                None,
-                "postmark.server_token contains characters that cannot go into an HTTP \
-                 header (a stray line break from a secret file?): check postmark.server_token"
-                    .to_owned(),
-            );
-        };
-        token.set_sensitive(true);
-
-        let answer = self
-            .client
-            .post(endpoint)
-            .header(TOKEN_HEADER, token)
-            .header(ACCEPT, "application/json")
-            .json(body)
-            .send()
-            .await;
-        let response = match answer {
-            Ok(response) => response,
-            Err(err) => return http::transient_from_error(API, &err),
-        };
-        let status = response.status().as_u16();
-        let retry_after = http::retry_after(response.headers());
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(err) => return http::transient_from_error(API, &err),
-        };
-        tracing::debug!(status, body_len = bytes.len(), "Postmark answered");
-        http::redact(classify(status, &bytes, retry_after), &self.token)
+        http::redact(outcome, &self.token)
     }
 }
 
