@@ -275,6 +275,35 @@ fn empty_message_and_dot_stuffed_first_line_end_data_correctly() {
 }
 
 #[test]
+fn data_trickled_slower_than_the_minimum_rate_is_cut_off() {
+    let dir = tempdir();
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\ndata_timeout = \"500ms\"\n"),
+    );
+    let mut c = relay.connect();
+    c.expect("220");
+    c.cmd("EHLO client", "250");
+    c.cmd("MAIL FROM:<a@example.com>", "250");
+    c.cmd("RCPT TO:<b@example.org>", "250");
+    c.cmd("DATA", "354");
+    // One byte every 100 ms: never silent for 500 ms, but far below 512 bytes/s.
+    let started = std::time::Instant::now();
+    let reply = loop {
+        c.send("x");
+        if let Some(r) = c.reply_within(Duration::from_millis(100)) {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "trickling was never cut off"
+        );
+    };
+    assert!(reply.starts_with("421 4.4.2"), "{reply}");
+    assert!(relay.files_in("queue", "json").is_empty());
+}
+
+#[test]
 fn connections_over_the_cap_get_421() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_connections = 2\n"));

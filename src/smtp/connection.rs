@@ -23,6 +23,9 @@ use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
 const READ_BUF: usize = 64 * 1024;
+/// Bytes per second a DATA transfer must average beyond its first
+/// `data_timeout` (Postfix's `smtpd_min_data_rate` is 500).
+const MIN_DATA_RATE: u64 = 512;
 /// Longest command line accepted (RFC 5321 asks for 512; extensions make lines longer).
 const MAX_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
 
@@ -188,7 +191,10 @@ impl Conn {
         let mut size: usize = 0;
         let mut write_error: Option<SpoolError> = None;
         let mut input = rest;
+        let started = Instant::now();
+        let mut received: u64 = 0;
         let leftover = loop {
+            received += input.len() as u64;
             let mut it = input.iter();
             let done = receiver.ingest(&mut it, &mut decoded);
             let after = it.as_slice().to_vec();
@@ -206,11 +212,13 @@ impl Conn {
             if done {
                 break after;
             }
-            let read = tokio::time::timeout(
-                self.shared.data_timeout,
-                self.stream.read(&mut self.readbuf),
-            )
-            .await;
+            // Silence may last `data_timeout`; beyond that first stretch the
+            // transfer must also keep up MIN_DATA_RATE on average, so a
+            // client trickling bytes cannot hold the slot for ever.
+            let earned = Duration::from_millis(received.saturating_mul(1000) / MIN_DATA_RATE);
+            let budget = started + self.shared.data_timeout + earned;
+            let deadline = (Instant::now() + self.shared.data_timeout).min(budget);
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
             input = match read {
                 Err(_) => return Err(Stop::Say(reply::timeout(self.session.hostname()))),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
