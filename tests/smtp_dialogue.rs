@@ -410,3 +410,58 @@ fn thirty_megabyte_message_streams_without_memory_growing_with_it() {
         "RSS grew from {before} KiB to {mid} KiB while streaming"
     );
 }
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure replays.
+fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            // Mostly protocol-ish bytes, some anything.
+            let alphabet = b"MAIL FROM:<>RCPT TO:DATA\r\n.EHLO @x";
+            if *seed % 4 == 0 {
+                (*seed >> 8) as u8
+            } else {
+                alphabet[(*seed >> 16) as usize % alphabet.len()]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_on_many_connections_leaves_the_daemon_serving() {
+    let dir = tempdir();
+    let mut relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\nmax_errors = 1000\ncommand_timeout = \"2s\"\n"),
+    );
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..50 {
+        let mut c = relay.connect();
+        c.expect("220");
+        for _ in 0..20 {
+            let bytes = noise(&mut seed, 200);
+            if !c.try_send_bytes(&bytes) {
+                break;
+            }
+        }
+        // Whatever state the session is in, the daemon answers or closes it.
+        drop(c);
+    }
+    // Still alive, still correct.
+    let mut c = relay.connect();
+    c.expect("220");
+    c.cmd("EHLO client", "250");
+    let r = c.send_mail(
+        "a@example.com",
+        &["b@example.org"],
+        &simple_message("after-noise"),
+    );
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    assert!(
+        relay.child.try_wait().unwrap().is_none(),
+        "daemon exited:\n{}",
+        relay.log()
+    );
+}

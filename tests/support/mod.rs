@@ -255,6 +255,11 @@ impl Smtp {
         Some(self.reply())
     }
 
+    /// Sends without panicking; false once the server has closed.
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
