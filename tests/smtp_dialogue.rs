@@ -420,7 +420,7 @@ fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
             *seed ^= *seed << 17;
             // Mostly protocol-ish bytes, some anything.
             let alphabet = b"MAIL FROM:<>RCPT TO:DATA\r\n.EHLO @x";
-            if *seed % 4 == 0 {
+            if (*seed).is_multiple_of(4) {
                 (*seed >> 8) as u8
             } else {
                 alphabet[(*seed >> 16) as usize % alphabet.len()]
