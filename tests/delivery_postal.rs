@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::Value;
 use support::api_mock::{Answer, ApiMock, postal_error, postal_success};
-use support::{Relay, Setup, Smtp, queued_id, simple_message, tempdir};
+use support::{Relay, Setup, queued_id, read_json, simple_message, tempdir};
 
 const KEY: &str = "postal-api-key-AbCdEf123456";
 const POSTAL_ID: &str = "0f4c6a52-93d1-4f3e-bb0c-7d2e1a9c5b38@rp.postal.example.com";
@@ -45,46 +45,6 @@ fn accepting_api() -> ApiMock {
             .unwrap_or_default();
         postal_success(POSTAL_ID, &rcpt)
     })
-}
-
-fn session(relay: &Relay) -> Smtp {
-    let mut c = relay.connect();
-    c.expect("220");
-    c.cmd("EHLO client.example", "250");
-    c
-}
-
-fn send_simple(relay: &Relay, subject: &str) -> String {
-    let mut c = session(relay);
-    let r = c.send_mail(
-        "app@example.com",
-        &["rcpt@example.org"],
-        &simple_message(subject),
-    );
-    assert!(r.starts_with("250 2.0.0"), "{r}");
-    c.cmd("QUIT", "221");
-    queued_id(&r)
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json")
-}
-
-fn wait_delivered(relay: &Relay, id: &str) {
-    let queued = relay.spool().join("queue").join(format!("{id}.json"));
-    relay.wait_for("the message to leave the queue", 20, || !queued.exists());
-    assert!(
-        relay.files_in("failed", "json").is_empty(),
-        "unexpected dead letter; log:\n{}",
-        relay.log()
-    );
-    // The log line follows the spool change through a pipe: wait for it too.
-    relay.wait_for("the delivery log line", 10, || {
-        relay
-            .log()
-            .lines()
-            .any(|l| l.contains("message delivered") && l.contains(id))
-    });
 }
 
 /// The message bytes in the request's `data`.
@@ -134,7 +94,7 @@ fn sends_the_exact_message_to_send_raw_for_all_sixty_recipients_in_one_call() {
         .replace("X-Postal-MsgID: AbC123xYz\r\n", "");
 
     let rcpts: Vec<String> = (0..60).map(|i| format!("r{i}@example.org")).collect();
-    let mut c = session(&relay);
+    let mut c = relay.session();
     c.cmd("MAIL FROM:<bounces@example.com>", "250");
     for r in &rcpts {
         c.cmd(&format!("RCPT TO:<{r}>"), "250");
@@ -143,7 +103,7 @@ fn sends_the_exact_message_to_send_raw_for_all_sixty_recipients_in_one_call() {
     c.send(&dot_stuff(sent));
     c.send(".\r\n");
     let r = c.expect("250 2.0.0");
-    wait_delivered(&relay, &queued_id(&r));
+    relay.wait_delivered(&queued_id(&r));
 
     let requests = api.requests();
     assert_eq!(requests.len(), 1, "send/raw has no recipient cap: one call");
@@ -184,14 +144,14 @@ fn null_sender_is_sent_as_a_bounce() {
     let dsn = "From: Mail Delivery System <mailer-daemon@example.com>\r\n\
         To: app@example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\n\
         The message could not be delivered.\r\n";
-    let mut c = session(&relay);
+    let mut c = relay.session();
     c.cmd("MAIL FROM:<>", "250");
     c.cmd("RCPT TO:<app@example.org>", "250");
     c.cmd("DATA", "354");
     c.send(dsn);
     c.send(".\r\n");
     let r = c.expect("250 2.0.0");
-    wait_delivered(&relay, &queued_id(&r));
+    relay.wait_delivered(&queued_id(&r));
     let body = api.requests()[0].json();
     assert_eq!(body["bounce"], Value::Bool(true), "{body:#}");
     // Postal refuses a blank mail_from and ignores it for bounces.
@@ -205,8 +165,8 @@ fn success_is_delivered_and_the_log_records_postals_message_id() {
     let api = accepting_api();
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&api.url(), "", ""));
-    let id = send_simple(&relay, "postal-ok");
-    wait_delivered(&relay, &id);
+    let id = relay.send_simple("postal-ok", &["rcpt@example.org"]);
+    relay.wait_delivered(&id);
     assert_eq!(api.count(), 1);
     let log = relay.log();
     let line = log
@@ -227,7 +187,7 @@ fn unauthenticated_from_address_is_dead_lettered_after_one_attempt() {
     let api = ApiMock::scripted(vec![], postal_error("UnauthenticatedFromAddress", text));
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&api.url(), "", ""));
-    let id = send_simple(&relay, "postal-unauth-from");
+    let id = relay.send_simple("postal-unauth-from", &["rcpt@example.org"]);
     let path = relay.spool().join("failed").join(format!("{id}.json"));
     let queued = relay.spool().join("queue").join(format!("{id}.json"));
     // failed/ is written first, then the entry leaves queue/.
@@ -262,7 +222,7 @@ fn invalid_server_api_key_holds_the_message() {
     );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&api.url(), "", "retry_max = \"1h\""));
-    let id = send_simple(&relay, "postal-bad-key");
+    let id = relay.send_simple("postal-bad-key", &["rcpt@example.org"]);
     let queued = relay.spool().join("queue").join(format!("{id}.json"));
     relay.wait_for("the held state on disk", 20, || {
         std::fs::read(&queued)
@@ -301,8 +261,8 @@ fn bad_gateway_and_non_json_answers_are_retried_then_delivered() {
     );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&api.url(), "", ""));
-    let id = send_simple(&relay, "postal-retry");
-    wait_delivered(&relay, &id);
+    let id = relay.send_simple("postal-retry", &["rcpt@example.org"]);
+    relay.wait_delivered(&id);
     assert_eq!(api.count(), 3, "502, non-JSON 200, success");
     let log = relay.log();
     assert!(log.contains("HTTP 502"), "{log}");
@@ -318,7 +278,7 @@ fn refused_at_data(header: &str) {
     let msg = format!(
         "From: app@example.com\r\nTo: rcpt@example.org\r\nSubject: unsupported\r\n{header}\r\n\r\nbody\r\n"
     );
-    let mut c = session(&relay);
+    let mut c = relay.session();
     let r = c.send_mail("app@example.com", &["rcpt@example.org"], &msg);
     let name = header.split(':').next().unwrap();
     assert!(r.starts_with("550 5.7.1"), "{r}");
@@ -330,7 +290,7 @@ fn refused_at_data(header: &str) {
         &simple_message("after-refusal"),
     );
     assert!(ok.starts_with("250 2.0.0"), "{ok}");
-    wait_delivered(&relay, &queued_id(&ok));
+    relay.wait_delivered(&queued_id(&ok));
     let requests = api.requests();
     assert_eq!(requests.len(), 1, "only the good message reaches Postal");
     assert!(String::from_utf8_lossy(&data_of(&requests[0].json())).contains("after-refusal"));
@@ -363,10 +323,10 @@ fn unsupported_headers_are_stripped_with_ignore_unsupported_features() {
         X-PM-TrackOpens: true\r\nX-PM-Metadata-customer: 42\r\n\
         X-PM-Message-Stream: broadcasts\r\nX-PM-TrackLinks: HtmlOnly\r\n\
         X-Custom: stays\r\n\r\nbody\r\n";
-    let mut c = session(&relay);
+    let mut c = relay.session();
     let r = c.send_mail("app@example.com", &["rcpt@example.org"], msg);
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    wait_delivered(&relay, &queued_id(&r));
+    relay.wait_delivered(&queued_id(&r));
     let data = String::from_utf8(data_of(&api.requests()[0].json())).unwrap();
     let expected =
         msg.replace(

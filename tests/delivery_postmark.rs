@@ -16,7 +16,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::{Message, SmtpTransport, Transport};
 use serde_json::Value;
 use support::api_mock::{self, Answer, ApiMock, postmark_error, postmark_ok};
-use support::{Relay, Setup, Smtp, queued_id, simple_message, tempdir};
+use support::{Relay, Setup, queued_id, read_json, simple_message, tempdir};
 
 const TOKEN: &str = "pm-server-token-1234";
 
@@ -39,45 +39,6 @@ fn config(api: &str, root: &str, delivery: &str) -> Setup {
 
 fn fast(api: &ApiMock) -> Setup {
     config(&api.url(), "", "")
-}
-
-/// Opens a session and says EHLO.
-fn session(relay: &Relay) -> Smtp {
-    let mut c = relay.connect();
-    c.expect("220");
-    c.cmd("EHLO client.example", "250");
-    c
-}
-
-/// Sends one simple message to `rcpt` and returns its queue id.
-fn send_simple(relay: &Relay, subject: &str, rcpt: &[&str]) -> String {
-    let mut c = session(relay);
-    let r = c.send_mail("sender@example.com", rcpt, &simple_message(subject));
-    assert!(r.starts_with("250 2.0.0"), "{r}");
-    c.cmd("QUIT", "221");
-    queued_id(&r)
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json")
-}
-
-/// Waits until the message has left `queue/` and checks nothing went to `failed/`.
-fn wait_delivered(relay: &Relay, id: &str) {
-    let queued = relay.spool().join("queue").join(format!("{id}.json"));
-    relay.wait_for("the message to leave the queue", 20, || !queued.exists());
-    assert!(
-        relay.files_in("failed", "json").is_empty(),
-        "unexpected dead letter; log:\n{}",
-        relay.log()
-    );
-    // The log line follows the spool change through a pipe: wait for it too.
-    relay.wait_for("the delivery log line", 10, || {
-        relay
-            .log()
-            .lines()
-            .any(|l| l.contains("message delivered") && l.contains(id))
-    });
 }
 
 /// Waits for `failed/<id>.json` and returns its `failure` object.
@@ -281,8 +242,8 @@ fn retries_on_503_then_delivers() {
     );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &fast(&api));
-    let id = send_simple(&relay, "retry-503", &["rcpt@example.org"]);
-    wait_delivered(&relay, &id);
+    let id = relay.send_simple("retry-503", &["rcpt@example.org"]);
+    relay.wait_delivered(&id);
     let requests = api.requests();
     assert_eq!(requests.len(), 3, "503, 503, 200 means exactly three calls");
     for r in &requests {
@@ -308,8 +269,8 @@ fn retries_on_429_then_delivers() {
     );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &fast(&api));
-    let id = send_simple(&relay, "retry-429", &["rcpt@example.org"]);
-    wait_delivered(&relay, &id);
+    let id = relay.send_simple("retry-429", &["rcpt@example.org"]);
+    relay.wait_delivered(&id);
     let requests = api.requests();
     assert_eq!(requests.len(), 3, "429, 429, 200 means exactly three calls");
     let gap = requests[1].at - requests[0].at;
@@ -326,7 +287,7 @@ fn dead_letters_on_422_error_300_after_one_attempt() {
     let api = ApiMock::scripted(vec![], postmark_error(422, 300, text));
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &fast(&api));
-    let id = send_simple(&relay, "invalid-300", &["rcpt@example.org"]);
+    let id = relay.send_simple("invalid-300", &["rcpt@example.org"]);
     let failure = wait_failed(&relay, &id);
     assert_eq!(failure["code"], "300", "{failure:#}");
     let reason = failure["reason"].as_str().unwrap();
@@ -348,7 +309,7 @@ fn dead_letters_inactive_recipient_406() {
     let api = ApiMock::scripted(vec![], postmark_error(422, 406, text));
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &fast(&api));
-    let id = send_simple(&relay, "inactive-406", &["gone@example.org"]);
+    let id = relay.send_simple("inactive-406", &["gone@example.org"]);
     let failure = wait_failed(&relay, &id);
     assert_eq!(failure["code"], "406", "{failure:#}");
     let reason = failure["reason"].as_str().unwrap();
@@ -382,7 +343,7 @@ fn holds_mail_on_401_and_delivers_after_restart_with_fixed_token() {
             "retry_max = \"1h\"",
         ),
     );
-    let id = send_simple(&relay, "held-401", &["rcpt@example.org"]);
+    let id = relay.send_simple("held-401", &["rcpt@example.org"]);
     let queued = relay.spool().join("queue").join(format!("{id}.json"));
     relay.wait_for("the held state on disk", 20, || {
         std::fs::read(&queued)
@@ -421,7 +382,7 @@ fn holds_mail_on_401_and_delivers_after_restart_with_fixed_token() {
             api.url()
         )),
     );
-    wait_delivered(&relay, &id);
+    relay.wait_delivered(&id);
     assert!(
         restarted.elapsed() < Duration::from_secs(20),
         "delivered at once after the restart"
@@ -468,7 +429,7 @@ fn send_sixty(relay: &Relay) -> (String, Vec<String>) {
                To: R Zero <r0@example.org>, r55@example.org, Nobody <header-only@example.net>\r\n\
                Cc: r1@example.org, R Fifty-Six <r56@example.org>\r\n\
                Subject: sixty\r\n\r\nHello, all sixty of you.\r\n";
-    let mut c = session(relay);
+    let mut c = relay.session();
     let r = c.send_mail("sender@example.com", &refs, msg);
     assert!(r.starts_with("250 2.0.0"), "{r}");
     (queued_id(&r), rcpts)
@@ -488,7 +449,7 @@ fn splits_sixty_recipients_into_calls_of_50_and_10() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &fast(&api));
     let (id, rcpts) = send_sixty(&relay);
-    wait_delivered(&relay, &id);
+    relay.wait_delivered(&id);
     let requests = api.requests();
     let bodies: Vec<Value> = requests.iter().map(|r| r.json()).collect();
     let sizes: Vec<usize> = bodies.iter().map(|b| recipients_of(b).len()).collect();
@@ -517,7 +478,7 @@ fn failed_second_part_does_not_resend_the_first() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &fast(&api));
     let (id, rcpts) = send_sixty(&relay);
-    wait_delivered(&relay, &id);
+    relay.wait_delivered(&id);
     let bodies: Vec<Value> = api.requests().iter().map(|r| r.json()).collect();
     assert_eq!(bodies.len(), 3, "200, 503, then only the failed part again");
     let sizes: Vec<usize> = bodies.iter().map(|b| recipients_of(b).len()).collect();
@@ -612,7 +573,7 @@ fn recovers_after_api_was_unreachable() {
     };
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&format!("http://{addr}"), "", ""));
-    let id = send_simple(&relay, "unreachable", &["rcpt@example.org"]);
+    let id = relay.send_simple("unreachable", &["rcpt@example.org"]);
     relay.wait_log("cannot connect to the API", 20);
     assert!(relay.files_in("queue", "json").len() == 1);
 
@@ -620,7 +581,7 @@ fn recovers_after_api_was_unreachable() {
         addr,
         api_mock::sequence(vec![], postmark_ok("3c2b1a09-8f7e-4d6c-9b5a-493827160504")),
     );
-    wait_delivered(&relay, &id);
+    relay.wait_delivered(&id);
     let requests = api.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].json()["Subject"], "unreachable");
@@ -640,7 +601,7 @@ fn rate_limit_is_a_ceiling_at_the_mock() {
             &format!("rate_limit = {RATE}\nconcurrency = 8"),
         ),
     );
-    let mut c = session(&relay);
+    let mut c = relay.session();
     for i in 0..MESSAGES {
         let r = c.send_mail(
             "sender@example.com",
@@ -714,7 +675,7 @@ fn waits_without_spinning_while_every_worker_is_busy() {
     );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&api.url(), "", "concurrency = 1"));
-    let mut c = session(&relay);
+    let mut c = relay.session();
     for i in 0..10 {
         let r = c.send_mail(
             "sender@example.com",
@@ -745,7 +706,7 @@ fn waits_without_spinning_while_every_worker_is_busy() {
 /// usable and that nothing of the refused message ever reaches the API: a
 /// good message on the same connection is the only request the mock sees.
 fn refused_at_data(relay: &Relay, api: &ApiMock, msg: &str, prefix: &str) -> String {
-    let mut c = session(relay);
+    let mut c = relay.session();
     let r = c.send_mail("sender@example.com", &["rcpt@example.org"], msg);
     assert!(r.starts_with(prefix), "expected {prefix:?}, got {r:?}");
     assert!(
@@ -759,7 +720,7 @@ fn refused_at_data(relay: &Relay, api: &ApiMock, msg: &str, prefix: &str) -> Str
     );
     assert!(ok.starts_with("250 2.0.0"), "{ok}");
     c.cmd("QUIT", "221");
-    wait_delivered(relay, &queued_id(&ok));
+    relay.wait_delivered(&queued_id(&ok));
     let requests = api.requests();
     assert_eq!(requests.len(), 1, "only the good message reaches the API");
     assert_eq!(requests[0].json()["Subject"], "after-refusal");
@@ -786,10 +747,10 @@ fn two_tags_with_ignore_unsupported_features_send_the_first_tag() {
         dir.path(),
         &config(&api.url(), "ignore_unsupported_features = true", ""),
     );
-    let mut c = session(&relay);
+    let mut c = relay.session();
     let r = c.send_mail("sender@example.com", &["rcpt@example.org"], TWO_TAGS);
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    wait_delivered(&relay, &queued_id(&r));
+    relay.wait_delivered(&queued_id(&r));
     let body = api.requests()[0].json();
     assert_eq!(body["Tag"], "first-tag");
     assert!(!body.to_string().contains("second-tag"), "{body:#}");
@@ -841,7 +802,7 @@ fn gives_up_after_max_age() {
     );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &config(&api.url(), "", "max_age = \"1s\""));
-    let id = send_simple(&relay, "too-old", &["rcpt@example.org"]);
+    let id = relay.send_simple("too-old", &["rcpt@example.org"]);
     let failure = wait_failed(&relay, &id);
     let reason = failure["reason"].as_str().unwrap();
     assert!(reason.contains("gave up"), "{reason}");

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::api_mock::{ApiMock, postmark_error, postmark_ok};
-use support::{BIN, Relay, Setup, queued_id, simple_message, tempdir, unreachable_postmark};
+use support::{BIN, Relay, Setup, queued_id, tempdir, unreachable_postmark};
 
 /// GET over a plain socket: (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -59,19 +59,6 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn send_one(relay: &Relay, subject: &str) -> String {
-    let mut c = relay.connect();
-    c.expect("220");
-    c.cmd("EHLO client", "250");
-    let r = c.send_mail(
-        "sender@example.com",
-        &["rcpt@example.org"],
-        &simple_message(subject),
-    );
-    assert!(r.starts_with("250 2.0.0"), "{r}");
-    queued_id(&r)
-}
-
 #[test]
 fn healthz_readyz_and_metrics_answer_over_http() {
     let dir = tempdir();
@@ -82,7 +69,7 @@ fn healthz_readyz_and_metrics_answer_over_http() {
         (200, "{\"status\":\"ok\"}".into())
     );
     assert_eq!(http_get(http, "/readyz").0, 200);
-    let id = send_one(&relay, "metrics");
+    let id = relay.send_simple("metrics", &["rcpt@example.org"]);
     let out = relay.spool().join("dry-run").join(format!("{id}.json"));
     relay.wait_for("delivery", 20, || out.exists());
     relay.wait_for("delivery metrics", 20, || {
@@ -118,7 +105,7 @@ fn readyz_is_503_naming_the_rejected_token_until_a_delivery_succeeds() {
     let toml = postmark_at(&api.url());
     let relay = Relay::start(dir.path(), &with_http(&toml));
     let http = relay.http.unwrap();
-    let id = send_one(&relay, "bad-token");
+    let id = relay.send_simple("bad-token", &["rcpt@example.org"]);
     api.wait_for_requests(1, 20);
     relay.wait_for("readyz 503", 20, || http_get(http, "/readyz").0 == 503);
     let (_, body) = http_get(http, "/readyz");
@@ -157,7 +144,9 @@ fn queue_cli_lists_retries_and_deletes_on_a_running_daemon() {
     let dir = tempdir();
     let toml = unreachable_postmark();
     let relay = Relay::start(dir.path(), &Setup::toml(&toml));
-    let ids: Vec<String> = (0..3).map(|i| send_one(&relay, &format!("q{i}"))).collect();
+    let ids: Vec<String> = (0..3)
+        .map(|i| relay.send_simple(&format!("q{i}"), &["rcpt@example.org"]))
+        .collect();
     relay.wait_for("three failed attempts", 20, || {
         relay.log().matches("will retry").count() >= 3
     });
@@ -229,7 +218,7 @@ fn dead_letters_are_listed_and_requeued_to_delivery() {
     let dir = tempdir();
     let toml = postmark_at(&api.url());
     let relay = Relay::start(dir.path(), &Setup::toml(&toml));
-    let id = send_one(&relay, "dead");
+    let id = relay.send_simple("dead", &["rcpt@example.org"]);
     relay.wait_for("the dead letter", 20, || {
         !relay.files_in("failed", "json").is_empty()
     });
@@ -265,7 +254,7 @@ fn queue_cli_acts_on_the_spool_itself_when_no_daemon_runs() {
     let dir = tempdir();
     let toml = unreachable_postmark();
     let mut relay = Relay::start(dir.path(), &Setup::toml(&toml));
-    let id = send_one(&relay, "offline");
+    let id = relay.send_simple("offline", &["rcpt@example.org"]);
     assert!(relay.terminate().success());
     let out = cli(&relay, &toml, &["queue", "delete", &id]);
     assert!(out.status.success(), "{out:?}");
@@ -335,7 +324,7 @@ fn sendmail_exits_69_with_a_clear_message_when_the_daemon_is_unreachable() {
 fn json_logs_carry_stable_fields_per_state_change() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml("[log]\nformat = \"json\"\n"));
-    let id = send_one(&relay, "json");
+    let id = relay.send_simple("json", &["rcpt@example.org"]);
     relay.wait_log("\"outcome\":\"delivered\"", 20);
     let events: Vec<serde_json::Value> = relay
         .log()

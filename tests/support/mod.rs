@@ -122,6 +122,41 @@ impl Relay {
         Smtp::connect(self.smtp)
     }
 
+    /// Connects and says EHLO.
+    pub fn session(&self) -> Smtp {
+        let mut c = self.connect();
+        c.expect("220");
+        c.cmd("EHLO client.example", "250");
+        c
+    }
+
+    /// Sends one simple message from sender@example.com to `rcpt`; returns its queue id.
+    pub fn send_simple(&self, subject: &str, rcpt: &[&str]) -> String {
+        let mut c = self.session();
+        let r = c.send_mail("sender@example.com", rcpt, &simple_message(subject));
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        c.cmd("QUIT", "221");
+        queued_id(&r)
+    }
+
+    /// Waits until the message has left `queue/` and its delivery is logged;
+    /// checks nothing went to `failed/`.
+    pub fn wait_delivered(&self, id: &str) {
+        let queued = self.spool().join("queue").join(format!("{id}.json"));
+        self.wait_for("the message to leave the queue", 20, || !queued.exists());
+        assert!(
+            self.files_in("failed", "json").is_empty(),
+            "unexpected dead letter; log:\n{}",
+            self.log()
+        );
+        // The log line follows the spool change through a pipe: wait for it too.
+        self.wait_for("the delivery log line", 10, || {
+            self.log()
+                .lines()
+                .any(|l| l.contains("message delivered") && l.contains(id))
+        });
+    }
+
     /// Polls `cond` until it holds or `secs` pass; panics with the log otherwise.
     pub fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -324,6 +359,10 @@ impl Smtp {
         self.send("\r\n.\r\n");
         self.reply()
     }
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json")
 }
 
 /// Queue id from `250 2.0.0 Ok: queued as <id>`.
