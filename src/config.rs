@@ -100,6 +100,10 @@ pub struct SmtpConfig {
     pub max_errors: u32,
     pub command_timeout: Dur,
     pub data_timeout: Dur,
+    /// Bytes of header block a message may carry; more get `552 5.3.4` at DATA.
+    pub max_header_size: usize,
+    /// Bytes all DATA-time checks together may use; other checks wait.
+    pub check_memory: usize,
 }
 
 impl Default for SmtpConfig {
@@ -113,6 +117,8 @@ impl Default for SmtpConfig {
             max_errors: 10,
             command_timeout: Dur::secs(300),
             data_timeout: Dur::secs(600),
+            max_header_size: 1024 * 1024,
+            check_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -594,6 +600,18 @@ fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, Config
     }
     if c.smtp.max_recipients == 0 {
         return Err(key_error("smtp.max_recipients", "must be at least 1"));
+    }
+    if c.smtp.max_header_size < 1024 {
+        return Err(key_error(
+            "smtp.max_header_size",
+            "must be at least 1024 bytes, e.g. 1048576",
+        ));
+    }
+    if c.smtp.check_memory < 1024 * 1024 {
+        return Err(key_error(
+            "smtp.check_memory",
+            "must be at least 1048576 bytes (1 MiB), e.g. 268435456",
+        ));
     }
     check_count("smtp.max_connections", c.smtp.max_connections, MAX_PARALLEL)?;
     let timeout = (Duration::from_millis(100), HOUR);
