@@ -1,6 +1,7 @@
 //! What an accepted message is: its SMTP envelope. The raw MIME bytes travel
 //! beside it untouched; `parse` turns them into decoded parts for mapping.
 
+pub mod address;
 pub mod crlf;
 pub mod parse;
 
