@@ -12,7 +12,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{BackendKind, Config, ConfigError, Dur, ENV_CONFIG_PATH, ENV_PREFIX, LogFormat, key_error};
+use super::{
+    BackendKind, Config, ConfigError, Dur, ENV_CONFIG_PATH, ENV_PREFIX, LogFormat, key_error,
+};
 
 /// `POSTRELAY_SMTP__LISTEN` → `smtp__listen`; the config path variable is not a key.
 pub(super) fn env_overrides(env: &HashMap<String, String>) -> HashMap<String, String> {
@@ -151,8 +153,8 @@ pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr,
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{err, load_env, load_toml};
     use super::super::Mode;
+    use super::super::testing::{err, load_env, load_toml};
     use super::*;
 
     #[test]
@@ -244,7 +246,10 @@ mod tests {
             "{e}"
         );
         let e = load_toml("[delivery]\nmax_age = 5\n", &[], Mode::Tools).unwrap_err();
-        assert_eq!(e, "delivery.max_age: \"5\" is not a duration (e.g. \"30s\", \"15m\", \"5d\")");
+        assert_eq!(
+            e,
+            "delivery.max_age: \"5\" is not a duration (e.g. \"30s\", \"15m\", \"5d\")"
+        );
     }
 
     #[test]

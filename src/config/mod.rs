@@ -16,6 +16,8 @@
 mod load;
 mod redact;
 mod secrets;
+#[cfg(test)]
+mod testing;
 mod validate;
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use redact::without_userinfo;
+pub use secrets::Secrets;
 
 /// Environment prefix for overrides: `POSTRELAY_SMTP__LISTEN=...`.
 pub const ENV_PREFIX: &str = "POSTRELAY_";
@@ -57,7 +60,11 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    const ALL: [BackendKind; 3] = [BackendKind::Postmark, BackendKind::Postal, BackendKind::DryRun];
+    const ALL: [BackendKind; 3] = [
+        BackendKind::Postmark,
+        BackendKind::Postal,
+        BackendKind::DryRun,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -266,13 +273,6 @@ impl Serialize for Dur {
     }
 }
 
-/// Secrets after resolution, ready for the backends.
-#[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    pub postmark_token: Option<SecretString>,
-    pub postal_key: Option<SecretString>,
-}
-
 /// The loaded configuration plus what loading learned on the way.
 #[derive(Debug)]
 pub struct Loaded {
@@ -337,39 +337,5 @@ impl Config {
     /// `api_url`s redacted.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
-}
-
-/// Loading helpers the submodules' tests share.
-#[cfg(test)]
-mod testing {
-    use super::*;
-
-    pub(super) fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    /// Loads `toml` as the config file with `pairs` as the environment.
-    pub(super) fn load_toml(
-        toml: &str,
-        pairs: &[(&str, &str)],
-        mode: Mode,
-    ) -> Result<Loaded, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("postrelay.toml");
-        std::fs::write(&path, toml).unwrap();
-        load_with(Some(&path), &env(pairs), mode).map_err(|e| e.to_string())
-    }
-
-    /// Loads from the environment alone; the error as text.
-    pub(super) fn load_env(pairs: &[(&str, &str)]) -> Result<Loaded, String> {
-        load_from(None, &env(pairs)).map_err(|e| e.to_string())
-    }
-
-    pub(super) fn err(pairs: &[(&str, &str)]) -> String {
-        load_env(pairs).expect_err("should be refused")
     }
 }

@@ -8,7 +8,10 @@
 use secrecy::SecretString;
 use serde::Serializer;
 
-pub(super) fn secret<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn secret<S: Serializer>(
+    secret: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match secret {
         Some(_) => s.serialize_some("[redacted]"),
         None => s.serialize_none(),

@@ -10,7 +10,14 @@ use std::path::Path;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Config, ConfigError, Secrets, key_error};
+use super::{Config, ConfigError, key_error};
+
+/// Secrets after resolution, ready for the backends.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub postmark_token: Option<SecretString>,
+    pub postal_key: Option<SecretString>,
+}
 
 /// Where one secret may come from.
 struct Source<'a> {
@@ -128,4 +135,162 @@ fn clean(key: &str, raw: &str, file: Option<&Path>) -> Result<SecretString, Conf
         ));
     }
     Ok(SecretString::from(trimmed.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{err, load_env, load_toml};
+    use super::super::{Loaded, Mode};
+    use super::*;
+
+    fn token(l: &Loaded) -> &str {
+        l.secrets.postmark_token.as_ref().unwrap().expose_secret()
+    }
+
+    #[test]
+    fn secrets_that_look_like_numbers_stay_strings() {
+        let l = load_env(&[
+            ("POSTRELAY_BACKEND", "postmark"),
+            ("POSTRELAY_POSTMARK__SERVER_TOKEN", "00123456789"),
+        ])
+        .unwrap();
+        assert_eq!(token(&l), "00123456789");
+    }
+
+    #[test]
+    fn empty_or_blank_secrets_are_refused_naming_the_key() {
+        for value in ["", "   ", "\t\n"] {
+            let e = err(&[("POSTRELAY_POSTMARK__SERVER_TOKEN", value)]);
+            assert_eq!(
+                e, "postmark.server_token: must not be empty or only whitespace",
+                "{value:?}"
+            );
+        }
+        let e = load_toml("[postal]\napi_key = \"  \"\n", &[], Mode::Full).unwrap_err();
+        assert_eq!(e, "postal.api_key: must not be empty or only whitespace");
+    }
+
+    #[test]
+    fn direct_secrets_are_trimmed_like_file_secrets() {
+        let l = load_env(&[
+            ("POSTRELAY_BACKEND", "postmark"),
+            ("POSTRELAY_POSTMARK__SERVER_TOKEN", "  tok-123\n"),
+        ])
+        .unwrap();
+        assert_eq!(token(&l), "tok-123");
+        let l = load_toml(
+            "backend = \"postmark\"\n[postmark]\nserver_token = \" inline \"\n",
+            &[],
+            Mode::Full,
+        )
+        .unwrap();
+        assert_eq!(token(&l), "inline");
+    }
+
+    #[test]
+    fn secrets_an_http_header_cannot_carry_are_refused_without_showing_them() {
+        for value in [
+            "abc\ndef-hidden",
+            "abc\rdef-hidden",
+            "abc\u{1}def-hidden",
+            "abcdéf-hidden",
+        ] {
+            let e = err(&[("POSTRELAY_POSTMARK__SERVER_TOKEN", value)]);
+            assert!(
+                e.starts_with(
+                    "postmark.server_token: contains a character an HTTP header cannot carry"
+                ),
+                "{value:?}: {e}"
+            );
+            assert!(!e.contains("hidden"), "{e}");
+        }
+        let e = err(&[("POSTAL_API_KEY", "key\u{7f}-hidden")]);
+        assert!(e.starts_with("POSTAL_API_KEY: contains"), "{e}");
+        assert!(!e.contains("hidden"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "line-one\nline-two-hidden\n").unwrap();
+        let e = err(&[(
+            "POSTRELAY_POSTMARK__SERVER_TOKEN_FILE",
+            file.to_str().unwrap(),
+        )]);
+        assert!(
+            e.starts_with(&format!(
+                "postmark.server_token_file: {} contains",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("hidden"), "{e}");
+    }
+
+    #[test]
+    fn environment_beats_the_file_and_the_root_fallback_fills_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let file = file.to_str().unwrap();
+        let toml = format!("backend = \"postmark\"\n[postmark]\nserver_token_file = \"{file}\"\n");
+        let l = load_toml(
+            &toml,
+            &[("POSTRELAY_POSTMARK__SERVER_TOKEN", "from-env")],
+            Mode::Full,
+        )
+        .unwrap();
+        assert_eq!(token(&l), "from-env");
+        let l = load_toml(&toml, &[("POSTMARK_SERVER_TOKEN", "root")], Mode::Full).unwrap();
+        assert_eq!(token(&l), "from-file");
+
+        // Root fallbacks: a blank value counts as unset, then `_FILE` is read.
+        let l = load_toml(
+            "backend = \"postmark\"\n",
+            &[
+                ("POSTMARK_SERVER_TOKEN", " "),
+                ("POSTMARK_SERVER_TOKEN_FILE", file),
+            ],
+            Mode::Full,
+        )
+        .unwrap();
+        assert_eq!(token(&l), "from-file");
+
+        let both = "[postmark]\nserver_token = \"a\"\nserver_token_file = \"/x\"\n";
+        let e = load_toml(both, &[], Mode::Full).unwrap_err();
+        assert_eq!(
+            e,
+            "postmark.server_token: set either postmark.server_token or postmark.server_token_file, not both"
+        );
+    }
+
+    #[test]
+    fn tools_mode_neither_reads_nor_requires_secrets() {
+        let toml =
+            "backend = \"postmark\"\n[postmark]\nserver_token_file = \"/nonexistent/token\"\n";
+        let full = load_toml(toml, &[], Mode::Full).unwrap_err();
+        assert!(
+            full.starts_with("postmark.server_token_file: cannot read"),
+            "{full}"
+        );
+        let l = load_toml(toml, &[], Mode::Tools).unwrap();
+        assert!(l.secrets.postmark_token.is_none());
+
+        let l = load_toml(
+            "backend = \"postal\"\n[postal]\napi_url = \"https://p.example\"\n",
+            &[],
+            Mode::Tools,
+        )
+        .unwrap();
+        assert!(l.secrets.postal_key.is_none());
+        // Everything else is still checked.
+        let e = load_toml(
+            "backend = \"postmark\"\n[delivery]\nconcurrency = 0\n",
+            &[],
+            Mode::Tools,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("delivery.concurrency: must be at least 1"),
+            "{e}"
+        );
+    }
 }

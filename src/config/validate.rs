@@ -59,10 +59,22 @@ fn smtp(c: &Config) -> Result<(), ConfigError> {
     check_count("smtp.max_connections", s.max_connections, MAX_PARALLEL)?;
     let timeout = (Duration::from_millis(100), HOUR);
     let range = "between 100ms and 1h";
-    check_duration("smtp.command_timeout", s.command_timeout, timeout, range, "5m")?;
+    check_duration(
+        "smtp.command_timeout",
+        s.command_timeout,
+        timeout,
+        range,
+        "5m",
+    )?;
     check_duration("smtp.data_timeout", s.data_timeout, timeout, range, "10m")?;
     let shutdown = (Duration::ZERO, HOUR);
-    check_duration("shutdown_timeout", c.shutdown_timeout, shutdown, "between 0s and 1h", "30s")
+    check_duration(
+        "shutdown_timeout",
+        c.shutdown_timeout,
+        shutdown,
+        "between 0s and 1h",
+        "30s",
+    )
 }
 
 fn delivery(c: &Config) -> Result<(), ConfigError> {
@@ -81,7 +93,13 @@ fn delivery(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     let retry_max = (Duration::ZERO, 30 * DAY);
-    check_duration("delivery.retry_max", d.retry_max, retry_max, "at most 30d", "15m")?;
+    check_duration(
+        "delivery.retry_max",
+        d.retry_max,
+        retry_max,
+        "at most 30d",
+        "15m",
+    )?;
     let max_age = (Duration::from_nanos(1), 365 * DAY);
     let range = "longer than 0s and at most 365d";
     check_duration("delivery.max_age", d.max_age, max_age, range, "5d")
@@ -195,8 +213,7 @@ fn check_url(key: &str, url: &str) -> Result<Option<String>, ConfigError> {
 /// The filter the logger will build from `log.level`, parsed the same way
 /// now, so a typo stops the start instead of silently logging at `info`.
 fn log_level(level: &str) -> Result<(), ConfigError> {
-    tracing_subscriber::EnvFilter::builder()
-        .parse(level)
+    tracing_subscriber::EnvFilter::try_new(level)
         .map(drop)
         .map_err(|e| {
             key_error(
@@ -207,3 +224,6 @@ fn log_level(level: &str) -> Result<(), ConfigError> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests;
