@@ -56,14 +56,15 @@ pub(super) fn merge(
         .build()
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     serde_path_to_error::deserialize(merged).map_err(|e| {
+        let at_root = e.path().iter().next().is_none();
         let key = e.path().to_string();
         let (problem, origin) = describe(e.into_inner());
         let message = match origin {
             Some(origin) => format!("{problem} ({origin})"),
             None => problem,
         };
-        // "." is the root: the merged value as a whole did not fit.
-        if key == "." {
+        // At the root the merged value as a whole did not fit: no key to name.
+        if at_root {
             ConfigError::Invalid(message)
         } else {
             key_error(&key, message)

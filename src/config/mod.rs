@@ -1,9 +1,9 @@
 //! Configuration: the typed [`Config`] with its defaults, and the public
-//! load API. The work is split by role: [`load`](self::load) merges the
-//! defaults, a TOML file and `POSTRELAY_*` overrides and names the key of
-//! any value that does not deserialize; [`secrets`] resolves `*_file`
-//! secrets and root fallbacks; [`validate`] checks ranges and URLs and
-//! collects warnings.
+//! load API. The work is split by role: `load` merges the defaults, a TOML
+//! file and `POSTRELAY_*` overrides and names the key of any value that
+//! does not deserialize; `secrets` resolves `*_file` secrets and root
+//! fallbacks; `validate` checks ranges, URLs and the log filter and collects
+//! warnings; `redact` is what `check-config` and messages may show.
 //!
 //! Invariant: everything is checked here, before any port is bound. A bad
 //! value becomes a [`ConfigError`] naming the key and the expected form (the
