@@ -115,6 +115,21 @@ fn bad_configs_exit_78_with_a_message_naming_the_key() {
             &[],
             "log.format: unknown value \"xml\"",
         ),
+        (
+            "[log]\nlevel = \"postrelay=loud\"\n",
+            &[],
+            "log.level: \"postrelay=loud\" is not a log filter",
+        ),
+        (
+            "[http]\nlisten = \"9025\"\n",
+            &[],
+            "http.listen: invalid socket address syntax, expected host:port",
+        ),
+        (
+            "",
+            &[("POSTRELAY_DELIVERY__MAX_AGE", "soon")],
+            "delivery.max_age: \"soon\" is not a duration",
+        ),
         ("not toml at all [[[\n", &[], "configuration error"),
         (
             "",
@@ -124,7 +139,7 @@ fn bad_configs_exit_78_with_a_message_naming_the_key() {
         (
             "",
             &[("POSTRELAY_SMTP__BOGUS", "1")],
-            "smtp: unknown field `bogus`, expected one of `listen`",
+            "smtp.bogus: unknown field `bogus`, expected one of `listen`",
         ),
         (
             "",
@@ -201,6 +216,24 @@ fn serve_with_a_bad_config_exits_78_before_binding() {
     );
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(!stderr(&out).contains("listening"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_log_level_stops_serve_with_exit_78_naming_the_key() {
+    let out = run(
+        &["serve"],
+        Some("[smtp]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,postrelay=chatty\"\n"),
+        &[],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(
+            "configuration error: log.level: \"info,postrelay=chatty\" is not a log filter"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
 }
 
 #[test]

@@ -99,7 +99,7 @@ fn keys_the_binary_accepts() -> BTreeSet<String> {
         let marker = if table.is_empty() {
             "unknown field `zz_probe`, expected ".to_string()
         } else {
-            format!("{table}: unknown field `zz_probe`, expected ")
+            format!("{table}.zz_probe: unknown field `zz_probe`, expected ")
         };
         let listed = &err[err.find(&marker)? + marker.len()..];
         let listed = listed.lines().next().unwrap_or_default();

@@ -1,4 +1,5 @@
-//! Logging set-up (text or JSON, filter from `RUST_LOG` or `[log] level`),
+//! Logging set-up (text or JSON, filter from `RUST_LOG` or `[log] level`,
+//! which config validated at load),
 //! the mail log, the readiness state, and (when `[http]` is set) the admin
 //! HTTP listener.
 
@@ -14,6 +15,8 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber; logs go to stderr.
 pub fn init_logging(cfg: &LogConfig) {
+    // `log.level` was parsed the same way at load, so the `info` fallback
+    // only serves a `LogConfig` built without `config::load`.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

@@ -1,0 +1,341 @@
+//! Configuration: the typed [`Config`] with its defaults, and the public
+//! load API. The work is split by role: `load` merges the defaults, a TOML
+//! file and `POSTRELAY_*` overrides and names the key of any value that
+//! does not deserialize; `secrets` resolves `*_file` secrets and root
+//! fallbacks; `validate` checks ranges, URLs and the log filter and collects
+//! warnings; `redact` is what `check-config` and messages may show.
+//!
+//! Invariant: everything is checked here, before any port is bound. A bad
+//! value becomes a [`ConfigError`] naming the key and the expected form (the
+//! binary exits 78, EX_CONFIG). Secrets live in [`SecretString`] so they
+//! never reach a log or a `Debug` print; neither a secret nor a credential
+//! in an `api_url` is ever part of an error text. Tools that need no
+//! credentials (`queue`, `sendmail`) load with [`Mode::Tools`], which leaves
+//! secrets unresolved.
+
+mod load;
+mod redact;
+mod secrets;
+#[cfg(test)]
+mod testing;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
+
+pub use redact::without_userinfo;
+pub use secrets::Secrets;
+
+/// Environment prefix for overrides: `POSTRELAY_SMTP__LISTEN=...`.
+pub const ENV_PREFIX: &str = "POSTRELAY_";
+/// The variable that names the config file; not itself a config key.
+pub const ENV_CONFIG_PATH: &str = "POSTRELAY_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{key}: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    Postmark,
+    Postal,
+    DryRun,
+}
+
+impl BackendKind {
+    const ALL: [BackendKind; 3] = [
+        BackendKind::Postmark,
+        BackendKind::Postal,
+        BackendKind::DryRun,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Postmark => "postmark",
+            BackendKind::Postal => "postal",
+            BackendKind::DryRun => "dry-run",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub backend: BackendKind,
+    pub ignore_unsupported_features: bool,
+    /// How long a stopping daemon waits for SMTP transactions and API calls in flight.
+    pub shutdown_timeout: Dur,
+    pub smtp: SmtpConfig,
+    pub spool: SpoolConfig,
+    pub delivery: DeliveryConfig,
+    pub postmark: PostmarkConfig,
+    pub postal: PostalConfig,
+    /// Health and metrics listener; off when the table is absent.
+    pub http: Option<HttpConfig>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendKind::DryRun,
+            ignore_unsupported_features: false,
+            shutdown_timeout: Dur::secs(30),
+            smtp: SmtpConfig::default(),
+            spool: SpoolConfig::default(),
+            delivery: DeliveryConfig::default(),
+            postmark: PostmarkConfig::default(),
+            postal: PostalConfig::default(),
+            http: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    #[serde(deserialize_with = "load::socket_addr")]
+    pub listen: SocketAddr,
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_errors: u32,
+    pub command_timeout: Dur,
+    pub data_timeout: Dur,
+    /// Bytes of header block a message may carry; more get `552 5.3.4` at DATA.
+    pub max_header_size: usize,
+    /// Bytes all DATA-time checks together may use; other checks wait.
+    pub check_memory: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            hostname: "relay.local".into(),
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            max_connections: 100,
+            max_errors: 10,
+            command_timeout: Dur::secs(300),
+            data_timeout: Dur::secs(600),
+            max_header_size: 1024 * 1024,
+            check_memory: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Refuse new mail (`452 4.3.1`) when the spool's filesystem has less free space than this.
+    pub min_free_space: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: PathBuf::from("./postrelay-spool"),
+            min_free_space: 100 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub rate_limit: u32,
+    pub concurrency: usize,
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+    pub max_age: Dur,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            rate_limit: 50,
+            concurrency: 8,
+            retry_initial: Dur::secs(5),
+            retry_max: Dur::secs(15 * 60),
+            max_age: Dur::secs(5 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostmarkConfig {
+    #[serde(serialize_with = "redact::secret")]
+    pub server_token: Option<SecretString>,
+    pub server_token_file: Option<PathBuf>,
+    #[serde(serialize_with = "redact::url")]
+    pub api_url: String,
+    pub message_stream: String,
+}
+
+impl Default for PostmarkConfig {
+    fn default() -> Self {
+        PostmarkConfig {
+            server_token: None,
+            server_token_file: None,
+            api_url: "https://api.postmarkapp.com".into(),
+            message_stream: "outbound".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostalConfig {
+    #[serde(serialize_with = "redact::opt_url")]
+    pub api_url: Option<String>,
+    #[serde(serialize_with = "redact::secret")]
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
+    /// Postal's own SMTP server caps messages at 14 MB; its API has no published cap.
+    pub max_message_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(deserialize_with = "load::socket_addr")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9025)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `postrelay=debug`), checked at load;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A duration written `30s`, `15m`, `2h`, `5d` (also `250ms`, `1h30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// The loaded configuration plus what loading learned on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub secrets: Secrets,
+    /// Non-fatal findings to log once logging is up (e.g. plain-http api_url).
+    pub warnings: Vec<String>,
+}
+
+/// How much of the configuration a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `serve` and `check-config`: everything, secrets read and required.
+    Full,
+    /// `queue` and `sendmail`: everything but the secrets, which stay
+    /// unread ([`Secrets`] is empty). An operator, or PHP running as
+    /// `www-data`, may not be allowed to read the token, and needs none.
+    Tools,
+}
+
+/// Loads the configuration from `path` (if any) and the process environment.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_with(path, &std::env::vars().collect(), Mode::Full)
+}
+
+/// Like [`load`], without reading or requiring secrets ([`Mode::Tools`]).
+pub fn load_for_tools(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_with(path, &std::env::vars().collect(), Mode::Tools)
+}
+
+/// Same as [`load`], with the environment passed in (tests).
+pub fn load_from(
+    path: Option<&Path>,
+    env: &HashMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    load_with(path, env, Mode::Full)
+}
+
+/// Loads from `path` and `env` as `mode` asks: merge and deserialize, resolve
+/// the secrets (in [`Mode::Full`]), then validate.
+pub fn load_with(
+    path: Option<&Path>,
+    env: &HashMap<String, String>,
+    mode: Mode,
+) -> Result<Loaded, ConfigError> {
+    let overrides = load::env_overrides(env);
+    let config = load::merge(path, &overrides)?;
+    let secrets = match mode {
+        Mode::Full => Some(secrets::resolve(&config, &overrides, env)?),
+        Mode::Tools => None,
+    };
+    let warnings = validate::validate(&config, secrets.as_ref())?;
+    Ok(Loaded {
+        config,
+        secrets: secrets.unwrap_or_default(),
+        warnings,
+    })
+}
+
+impl Config {
+    /// The effective configuration as TOML: secrets and the user-info of
+    /// `api_url`s redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}

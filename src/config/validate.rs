@@ -1,0 +1,229 @@
+//! Validation of what deserializing cannot check: ranges, the URLs and
+//! credentials a backend needs, the log filter; plus the warnings (plain
+//! http to a public host) logged once logging is up.
+//!
+//! Invariant: a `Config` that passes here is usable as is: every count is
+//! within `1..=limit`, every duration within its documented range, the
+//! chosen backend's URL is http(s) with a host, and `log.level` is a filter
+//! the logger accepts. URLs appear in messages only through
+//! [`without_userinfo`].
+
+use std::time::Duration;
+
+use super::{BackendKind, Config, ConfigError, Dur, Secrets, key_error, without_userinfo};
+
+/// Upper bound for `smtp.max_connections` and `delivery.concurrency`: far
+/// above any real need, far below what a semaphore or a task set can hold.
+const MAX_PARALLEL: usize = 100_000;
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks everything; `secrets` is `None` in [`Mode::Tools`](super::Mode),
+/// which skips the "backend needs a credential" checks. Returns the warnings.
+pub(super) fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, ConfigError> {
+    smtp(c)?;
+    delivery(c)?;
+    log_level(&c.log.level)?;
+    backend(c, secrets)
+}
+
+fn smtp(c: &Config) -> Result<(), ConfigError> {
+    let s = &c.smtp;
+    if s.hostname.trim().is_empty() || s.hostname.contains(char::is_whitespace) {
+        return Err(key_error(
+            "smtp.hostname",
+            "must be a host name without spaces, e.g. \"relay.local\"",
+        ));
+    }
+    if s.max_message_size == 0 {
+        return Err(key_error(
+            "smtp.max_message_size",
+            "must be a positive number of bytes",
+        ));
+    }
+    if s.max_recipients == 0 {
+        return Err(key_error("smtp.max_recipients", "must be at least 1"));
+    }
+    if s.max_header_size < 1024 {
+        return Err(key_error(
+            "smtp.max_header_size",
+            "must be at least 1024 bytes, e.g. 1048576",
+        ));
+    }
+    if s.check_memory < 1024 * 1024 {
+        return Err(key_error(
+            "smtp.check_memory",
+            "must be at least 1048576 bytes (1 MiB), e.g. 268435456",
+        ));
+    }
+    check_count("smtp.max_connections", s.max_connections, MAX_PARALLEL)?;
+    let timeout = (Duration::from_millis(100), HOUR);
+    let range = "between 100ms and 1h";
+    check_duration(
+        "smtp.command_timeout",
+        s.command_timeout,
+        timeout,
+        range,
+        "5m",
+    )?;
+    check_duration("smtp.data_timeout", s.data_timeout, timeout, range, "10m")?;
+    let shutdown = (Duration::ZERO, HOUR);
+    check_duration(
+        "shutdown_timeout",
+        c.shutdown_timeout,
+        shutdown,
+        "between 0s and 1h",
+        "30s",
+    )
+}
+
+fn delivery(c: &Config) -> Result<(), ConfigError> {
+    let d = &c.delivery;
+    check_count("delivery.concurrency", d.concurrency, MAX_PARALLEL)?;
+    if d.retry_initial.0.is_zero() {
+        return Err(key_error(
+            "delivery.retry_initial",
+            "must be longer than 0s, e.g. \"5s\"",
+        ));
+    }
+    if d.retry_initial > d.retry_max {
+        return Err(key_error(
+            "delivery.retry_initial",
+            "must not be longer than delivery.retry_max",
+        ));
+    }
+    let retry_max = (Duration::ZERO, 30 * DAY);
+    check_duration(
+        "delivery.retry_max",
+        d.retry_max,
+        retry_max,
+        "at most 30d",
+        "15m",
+    )?;
+    let max_age = (Duration::from_nanos(1), 365 * DAY);
+    let range = "longer than 0s and at most 365d";
+    check_duration("delivery.max_age", d.max_age, max_age, range, "5d")
+}
+
+/// The credential and the URL of the chosen backend.
+fn backend(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    match c.backend {
+        BackendKind::Postmark => {
+            if secrets.is_some_and(|s| s.postmark_token.is_none()) {
+                return Err(key_error(
+                    "postmark.server_token",
+                    "backend \"postmark\" needs a server token (postmark.server_token, postmark.server_token_file, POSTRELAY_POSTMARK__SERVER_TOKEN or POSTMARK_SERVER_TOKEN)",
+                ));
+            }
+            warnings.extend(check_url("postmark.api_url", &c.postmark.api_url)?);
+            if c.postmark.message_stream.trim().is_empty() {
+                return Err(key_error(
+                    "postmark.message_stream",
+                    "must not be empty, e.g. \"outbound\"",
+                ));
+            }
+        }
+        BackendKind::Postal => {
+            let Some(url) = &c.postal.api_url else {
+                return Err(key_error(
+                    "postal.api_url",
+                    "backend \"postal\" needs the URL of your Postal server, e.g. \"https://postal.example.com\"",
+                ));
+            };
+            warnings.extend(check_url("postal.api_url", url)?);
+            if secrets.is_some_and(|s| s.postal_key.is_none()) {
+                return Err(key_error(
+                    "postal.api_key",
+                    "backend \"postal\" needs an API key (postal.api_key, postal.api_key_file, POSTRELAY_POSTAL__API_KEY or POSTAL_API_KEY)",
+                ));
+            }
+        }
+        BackendKind::DryRun => {}
+    }
+    Ok(warnings)
+}
+
+/// `1..=max`, else "must be at least 1 and at most {max} (got {value})".
+fn check_count(key: &str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(key_error(
+            key,
+            format!("must be at least 1 and at most {max} (got {value})"),
+        ));
+    }
+    Ok(())
+}
+
+/// `min..=max`; `range` and `example` are how the message spells them.
+fn check_duration(
+    key: &str,
+    value: Dur,
+    (min, max): (Duration, Duration),
+    range: &str,
+    example: &str,
+) -> Result<(), ConfigError> {
+    if value.0 < min || value.0 > max {
+        return Err(key_error(
+            key,
+            format!(
+                "must be {range} (got {}), e.g. \"{example}\"",
+                humantime::format_duration(value.0)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An http(s) URL with a host; plain http to anything but loopback is
+/// allowed with a warning. Messages show the URL without its user-info.
+fn check_url(key: &str, url: &str) -> Result<Option<String>, ConfigError> {
+    let shown = without_userinfo(url);
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        key_error(
+            key,
+            format!("{shown:?} is not a URL ({e}), e.g. \"https://api.postmarkapp.com\""),
+        )
+    })?;
+    let plain_http = match parsed.scheme() {
+        "https" => false,
+        "http" => true,
+        other => {
+            return Err(key_error(
+                key,
+                format!(
+                    "scheme {other:?} is not supported; use https:// (or http:// for a local server)"
+                ),
+            ));
+        }
+    };
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(key_error(key, format!("{shown:?} has no host"))),
+    };
+    Ok((plain_http && !loopback).then(|| {
+        format!(
+            "{key} {shown:?} is plain http on a non-loopback host: the credential travels unencrypted"
+        )
+    }))
+}
+
+/// The filter the logger will build from `log.level`, parsed the same way
+/// now, so a typo stops the start instead of silently logging at `info`.
+fn log_level(level: &str) -> Result<(), ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| {
+            key_error(
+                "log.level",
+                format!(
+                    "{level:?} is not a log filter ({e}), e.g. \"info\" or \"warn,postrelay=debug\""
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests;
