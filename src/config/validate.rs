@@ -212,7 +212,25 @@ fn check_url(key: &str, url: &str) -> Result<Option<String>, ConfigError> {
 
 /// The filter the logger will build from `log.level`, parsed the same way
 /// now, so a typo stops the start instead of silently logging at `info`.
+/// A bare word is read by the logger as a target name (`"warning"` would
+/// silence everything but a target called `warning`), so a bare word must
+/// be a level or one of our own targets.
 fn log_level(level: &str) -> Result<(), ConfigError> {
+    let bare_word = level.split(',').map(str::trim).find(|d| {
+        !d.is_empty()
+            && !d.contains(['=', ':', '['])
+            && !d.starts_with("postrelay")
+            && d.parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+    });
+    if let Some(word) = bare_word {
+        return Err(key_error(
+            "log.level",
+            format!(
+                "{word:?} is not a level (trace, debug, info, warn, error, off), e.g. \"info\" or \"warn,postrelay=debug\""
+            ),
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(level)
         .map(drop)
         .map_err(|e| {

@@ -125,6 +125,11 @@ fn log_level_must_be_a_filter_the_logger_accepts() {
     ] {
         check(|c| c.log.level = good.into()).unwrap_or_else(|e| panic!("{good:?}: {e}"));
     }
+    for bad in ["warning", "info,verbose"] {
+        let e = check(|c| c.log.level = bad.into()).expect_err(bad);
+        assert!(e.contains("is not a level (trace, debug"), "{bad:?}: {e}");
+    }
+    check(|c| c.log.level = "WARN,postrelay".into()).unwrap();
     for bad in ["postrelay=loud", "info,postrelay=[", "=debug"] {
         let e = check(|c| c.log.level = bad.into()).expect_err(bad);
         assert!(
