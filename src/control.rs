@@ -228,3 +228,7 @@ pub fn request(
     }
     Err("the daemon closed the control socket without an answer".into())
 }
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+mod tests;
