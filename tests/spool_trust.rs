@@ -153,11 +153,10 @@ fn a_directory_owned_by_another_user_is_refused_with_the_chown_that_fixes_it() {
 fn a_record_naming_a_path_outside_the_spool_cannot_make_postrelay_touch_it() {
     let dir = tempdir();
     let (spool, outside) = tree(dir.path());
-    let record = format!(
-        r#"{{"version": 2, "id": "../../outside/precious", "envelope": {{"mail_from": "a@example.com", "rcpt_to": ["b@example.org"]}},
-            "size": 30, "received_at": "2026-01-01T00:00:00Z", "attempts": 0, "next_attempt_at": "2026-01-01T00:00:00Z"}}"#
-    );
-    std::fs::write(spool.join("queue").join(format!("{ID}.json")), &record).unwrap();
+    let record = r#"{"version": 2, "id": "../../outside/precious",
+        "envelope": {"mail_from": "a@example.com", "rcpt_to": ["b@example.org"]}, "size": 30,
+        "received_at": "2026-01-01T00:00:00Z", "attempts": 0, "next_attempt_at": "2026-01-01T00:00:00Z"}"#;
+    std::fs::write(spool.join("queue").join(format!("{ID}.json")), record).unwrap();
     std::fs::write(
         spool.join("queue").join(format!("{ID}.eml")),
         "Subject: x\r\nFrom: a@example.com\r\nTo: b@example.org\r\n\r\nhi\r\n",

@@ -212,7 +212,7 @@ impl Meta {
 /// What a record on disk turned out to be.
 #[derive(Debug)]
 pub enum Decoded {
-    Current(Meta),
+    Current(Box<Meta>),
     /// Written by a newer postrelay: leave it alone.
     Newer(u32),
 }
@@ -234,7 +234,7 @@ pub fn decode(id: &str, bytes: &[u8]) -> Result<Decoded, String> {
         n => return Err(format!("unknown record version {n}")),
     };
     meta.id = id.to_string();
-    Ok(Decoded::Current(meta))
+    Ok(Decoded::Current(Box::new(meta)))
 }
 
 /// The record as it is written: always the current version.
@@ -245,56 +245,8 @@ pub fn encode(meta: &Meta) -> Vec<u8> {
 }
 
 /// Version 1: lists of delivered and refused recipients, one refusal for all.
-mod v1 {
-    use std::time::SystemTime;
-
-    use serde::Deserialize;
-
-    use super::{Credential, Failure, RecipientState, rfc3339};
-    use crate::message::Envelope;
-
-    #[derive(Deserialize)]
-    pub struct Meta {
-        envelope: Envelope,
-        size: u64,
-        #[serde(with = "rfc3339")]
-        received_at: SystemTime,
-        attempts: u32,
-        #[serde(with = "rfc3339")]
-        next_attempt_at: SystemTime,
-        #[serde(default)]
-        last_error: Option<String>,
-        #[serde(default)]
-        delivered: Vec<String>,
-        #[serde(default)]
-        refused: Vec<String>,
-        #[serde(default)]
-        refusal: Option<Failure>,
-        #[serde(default)]
-        held: bool,
-        #[serde(default)]
-        failure: Option<Failure>,
-    }
-
-    impl Meta {
-        pub fn upgrade(self) -> super::Meta {
-            let mut m = super::Meta::new(String::new(), self.envelope, self.size, self.received_at);
-            m.attempts = self.attempts;
-            m.next_attempt_at = self.next_attempt_at;
-            m.last_error = self.last_error;
-            m.held = self.held;
-            m.failure = self.failure;
-            m.credential = Credential::Global;
-            m.record(&self.delivered, RecipientState::Accepted { api_id: None });
-            let (code, reason) = match self.refusal {
-                Some(f) => (f.code, f.reason),
-                None => (None, "refused by the API".to_string()),
-            };
-            m.record(&self.refused, RecipientState::Refused { code, reason });
-            m
-        }
-    }
-}
+#[path = "entry_v1.rs"]
+mod v1;
 
 /// Timestamps as RFC 3339 text, so `cat queue/<id>.json` reads well.
 mod rfc3339 {

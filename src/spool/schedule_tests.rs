@@ -151,3 +151,18 @@ async fn changed_wakes_on_a_new_message_and_on_a_release() {
         .expect("woken by the release")
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_moves_to_another_task_and_is_handed_back_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    put(&spool).await;
+    let claim = spool.claim_due(Instant::now(), 1).pop().unwrap();
+    let worker = spool.clone();
+    tokio::task::spawn_blocking(move || worker.complete(claim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spool.depth(), (0, None));
+    assert_eq!(spool.next_due(), None);
+}

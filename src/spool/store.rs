@@ -43,7 +43,7 @@ pub(super) fn read_record(dir: &Path, id: &str) -> Result<Meta, SpoolError> {
         other => other?,
     };
     match entry::decode(id, &bytes) {
-        Ok(Decoded::Current(meta)) => Ok(meta),
+        Ok(Decoded::Current(meta)) => Ok(*meta),
         Ok(Decoded::Newer(version)) => Err(SpoolError::Newer {
             id: id.to_string(),
             version,
