@@ -109,9 +109,26 @@ fn a_symlinked_lock_file_or_spool_root_is_refused() {
     symlink(outside.join("keep.json"), &lock).unwrap();
     refused(&spool, &lock, "symbolic link");
     untouched(&outside);
-    let linked = dir.path().join("linked-spool");
+    // A root symlink in a directory anyone can write could have been planted.
+    let open_dir = dir.path().join("anyone-writes-here");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let linked = open_dir.join("spool");
     symlink(&spool, &linked).unwrap();
     refused(&linked, &linked, "symbolic link");
+}
+
+#[test]
+fn a_root_symlink_only_a_trusted_user_could_make_is_followed_like_systemds_state_directory() {
+    // systemd's DynamicUser: /var/lib/postrelay -> private/postrelay, made by root.
+    let dir = tempdir();
+    let (spool, _) = tree(dir.path());
+    let linked = dir.path().join("state-dir");
+    symlink(&spool, &linked).unwrap();
+    let out = run(&linked, &["queue", "retry", "--all"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&linked, &["queue", "list"]);
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

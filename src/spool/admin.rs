@@ -37,8 +37,9 @@ impl Area {
 /// The area's directory, once the spool root and it are checked; `None`
 /// when the spool does not exist yet.
 fn checked_dir(root: &Path, area: Area) -> Result<Option<std::path::PathBuf>, SpoolError> {
+    let root = trust::resolve_root(root)?;
     let dir = root.join(area.dir());
-    for path in [root, dir.as_path()] {
+    for path in [root.as_path(), dir.as_path()] {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             _ => trust::check(path, Kind::Dir)?,

@@ -122,6 +122,7 @@ impl Spool {
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)?;
         }
+        let root = &trust::resolve_root(root)?;
         fsio::create_dir(root)?;
         trust::check(root, Kind::Dir)?;
         let lock_path = root.join("postrelay.lock");

@@ -6,10 +6,15 @@
 //! `queue/`, `failed/`, `dry-run/`, the lock file) is checked with `lstat`:
 //! not a symlink, owned by the process's effective uid, not writable by
 //! group or others. Anything else is refused with the command that fixes it.
+//! One exception, for systemd's `DynamicUser` state directory
+//! (`/var/lib/postrelay -> private/postrelay`): the root itself may be a
+//! symlink that only root or we could have made (owned by root or us, in a
+//! directory others cannot write); it is resolved once at open and the
+//! resolved directory is checked like any other.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::SpoolError;
 
@@ -23,6 +28,41 @@ pub enum Kind {
 /// The uid this process acts as.
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
+}
+
+/// The spool root to use: `root` itself, or the directory a trusted
+/// symlink at `root` points to (see the module header). Not checked yet.
+pub fn resolve_root(root: &Path) -> Result<PathBuf, SpoolError> {
+    let meta = match fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(root.to_path_buf()),
+        Err(e) => return Err(SpoolError::Io(e)),
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(root.to_path_buf());
+    }
+    let parent = match root.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent_mode = fs::metadata(parent)
+        .map_err(SpoolError::Io)?
+        .permissions()
+        .mode();
+    let owner_ok = meta.uid() == 0 || meta.uid() == euid();
+    let parent_ok = parent_mode & 0o022 == 0 || parent_mode & 0o1000 != 0;
+    if !(owner_ok && parent_ok) {
+        return Err(SpoolError::Untrusted {
+            path: root.to_path_buf(),
+            fix: format!(
+                "it is a symbolic link another user could have made or replaced; set spool.dir to the real directory ({})",
+                fs::canonicalize(root)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "not found".into())
+            ),
+        });
+    }
+    fs::canonicalize(root).map_err(SpoolError::Io)
 }
 
 /// Refuses `path` unless it is a real directory or file (per `kind`) owned
