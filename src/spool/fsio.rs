@@ -48,6 +48,14 @@ pub fn open_read(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens an existing file for writing (no truncation); a symlink is an error.
+pub fn open_write(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(NOFOLLOW | CLOEXEC)
+        .open(path)
+}
+
 /// Reads a whole file without following a symlink.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();

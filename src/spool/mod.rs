@@ -37,7 +37,6 @@ pub use store::valid_id;
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -129,10 +128,7 @@ impl Spool {
         let lock = match fsio::create_new(&lock_path) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 trust::check(&lock_path, Kind::File)?;
-                fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&lock_path)?
+                fsio::open_write(&lock_path)?
             }
             other => other?,
         };
