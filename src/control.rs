@@ -4,13 +4,20 @@
 //! When no daemon runs, the CLI owns the spool itself and calls [`execute`]
 //! directly: one implementation, two transports.
 //!
-//! Protocol: one JSON [`Request`] line in; [`Reply`] lines out (progress
-//! every [`PROGRESS_EVERY`] items, then one `done`).
+//! Protocol: one JSON [`Request`] line in (within [`REQUEST_DEADLINE`]);
+//! [`Reply`] lines out (progress every [`PROGRESS_EVERY`] items, then one
+//! `done`).
+//!
+//! Invariant: the socket lives in the spool root, a 0700 directory the
+//! spool checked is ours, and is bound with a umask that gives it its final
+//! mode 0600 at creation: no moment where anyone else can connect. A failing
+//! `accept` (EMFILE) backs off instead of spinning.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -20,6 +27,12 @@ use tokio_util::sync::CancellationToken;
 use crate::spool::{Spool, SpoolError};
 
 pub const PROGRESS_EVERY: usize = 100;
+
+/// How long a client has to send its request line.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// First and longest pause after a failed `accept`.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,7 +74,7 @@ pub fn socket_path(spool_root: &Path) -> PathBuf {
 
 /// Applies `req` to the spool this process owns. Blocking.
 pub fn execute(
-    spool: &Spool,
+    spool: &Arc<Spool>,
     req: &Request,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, SpoolError> {
@@ -92,29 +105,52 @@ pub fn execute(
     Ok(report)
 }
 
-/// Binds the control socket (replacing a stale one: we hold the spool lock).
+/// Binds the control socket (replacing a stale one: we hold the spool
+/// lock) with mode 0600 from its creation. Call before other threads create
+/// files: the umask is process-wide for the instant of the bind.
 pub fn bind(spool_root: &Path) -> std::io::Result<UnixListener> {
     let path = socket_path(spool_root);
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
-    // Operator tool only: owner access.
+    crate::spool::fsio::remove_if_exists(&path)?;
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(&path);
+    rustix::process::umask(old);
+    let listener = bound?;
+    // Operator tool only: owner access (already so; stated for clarity).
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(listener)
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
+/// The pause after the `n`th consecutive failed `accept` (0-based): doubling, capped.
+fn accept_backoff(n: u32) -> Duration {
+    let (first, max) = ACCEPT_BACKOFF;
+    first.saturating_mul(1 << n.min(16)).min(max)
 }
 
 /// Serves the control socket until `shutdown`.
 pub async fn serve(listener: UnixListener, spool: Arc<Spool>, shutdown: CancellationToken) {
     let path = socket_path(spool.root());
+    let mut failures = 0u32;
     loop {
-        let (stream, _) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
-                    continue;
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
+            Err(e) => {
+                // EMFILE and friends: retrying at once would spin a core.
+                let pause = accept_backoff(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "control socket accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
                 }
-            },
+            }
         };
         let spool = spool.clone();
         tokio::spawn(async move {
@@ -129,9 +165,15 @@ pub async fn serve(listener: UnixListener, spool: Arc<Spool>, shutdown: Cancella
 async fn handle(stream: tokio::net::UnixStream, spool: Arc<Spool>) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
-    tokio::io::BufReader::new(rd.take(64 * 1024))
-        .read_line(&mut line)
-        .await?;
+    let mut reader = tokio::io::BufReader::new(rd.take(64 * 1024));
+    let read = reader.read_line(&mut line);
+    match tokio::time::timeout(REQUEST_DEADLINE, read).await {
+        Ok(read) => read?,
+        Err(_) => {
+            let msg = format!("no request within {}s", REQUEST_DEADLINE.as_secs());
+            return write_reply(&mut wr, &Reply::Error(msg)).await;
+        }
+    };
     let req = match serde_json::from_str::<Request>(&line) {
         Ok(req) => req,
         Err(e) => return write_reply(&mut wr, &Reply::Error(format!("bad request: {e}"))).await,
@@ -186,3 +228,7 @@ pub fn request(
     }
     Err("the daemon closed the control socket without an answer".into())
 }
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+mod tests;

@@ -120,23 +120,44 @@ fn orphan_message_without_envelope_is_removed_at_start_up() {
     std::fs::create_dir_all(&queue).unwrap();
     // A crash between the two renames: the .eml arrived, its .json never did (no 250 was sent).
     std::fs::write(
-        queue.join("01ORPHAN000000000000000000.eml"),
+        queue.join("01HZZZZZZZZZZZZZZZZZZZZZZ0.eml"),
         simple_message("orphan"),
     )
     .unwrap();
-    std::fs::write(queue.join("01BROKEN000000000000000000.json"), "{not json").unwrap();
+    std::fs::write(queue.join("01HYYYYYYYYYYYYYYYYYYYYYY0.json"), "{not json").unwrap();
     std::fs::write(
-        queue.join("01BROKEN000000000000000000.eml"),
+        queue.join("01HYYYYYYYYYYYYYYYYYYYYYY0.eml"),
         simple_message("broken"),
     )
     .unwrap();
     let relay = Relay::start(dir.path(), &Setup::toml(""));
     assert!(relay.log().contains("orphans_removed=1"), "{}", relay.log());
     assert!(relay.log().contains("broken=1"), "{}", relay.log());
-    assert!(!queue.join("01ORPHAN000000000000000000.eml").exists());
+    assert!(!queue.join("01HZZZZZZZZZZZZZZZZZZZZZZ0.eml").exists());
     assert!(
         queue
-            .join("01BROKEN000000000000000000.json.broken")
+            .join("01HYYYYYYYYYYYYYYYYYYYYYY0.json.broken")
             .exists()
     );
+}
+
+#[test]
+fn temp_files_of_a_save_killed_midway_are_removed_at_start_up() {
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    for sub in ["queue", "tmp"] {
+        std::fs::create_dir_all(spool.join(sub)).unwrap();
+    }
+    // An older version's fixed temp name beside the record, and ours in tmp/.
+    let old = spool
+        .join("queue")
+        .join(".01HZZZZZZZZZZZZZZZZZZZZZZ0.json.tmp");
+    let new = spool
+        .join("tmp")
+        .join(".01HZZZZZZZZZZZZZZZZZZZZZZ0.json.9f3a0c1d2e4b5a69.tmp");
+    std::fs::write(&old, "{\"version\": 2, \"half").unwrap();
+    std::fs::write(&new, "{\"version\": 2, \"half").unwrap();
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    assert!(relay.log().contains("temp_removed=2"), "{}", relay.log());
+    assert!(!old.exists() && !new.exists());
 }

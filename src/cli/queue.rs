@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
@@ -13,7 +14,7 @@ use super::{QueueCommand, Target};
 use crate::backends;
 use crate::config::Config;
 use crate::control::{self, Op, Report, Request};
-use crate::spool::{self, Area, Meta, Spool, SpoolError};
+use crate::spool::{self, Area, Meta, RecipientState, Spool, SpoolError};
 
 /// Runs a queue command; returns the process exit code.
 pub fn run(cmd: &QueueCommand, cfg: &Config) -> anyhow::Result<u8> {
@@ -110,7 +111,8 @@ fn row_json(m: &Meta, now: SystemTime) -> serde_json::Value {
         "received_at": humantime::format_rfc3339_seconds(m.received_at).to_string(),
         "from": m.envelope.mail_from,
         "recipients": m.envelope.rcpt_to,
-        "delivered_recipients": m.delivered,
+        "delivered_recipients": recipients_in(m, |s| matches!(s, RecipientState::Accepted { .. })),
+        "refused_recipients": recipients_in(m, |s| matches!(s, RecipientState::Refused { .. })),
         "size": m.size,
         "attempts": m.attempts,
         "next_attempt_at": humantime::format_rfc3339_seconds(m.next_attempt_at).to_string(),
@@ -118,6 +120,15 @@ fn row_json(m: &Meta, now: SystemTime) -> serde_json::Value {
         "last_error": m.last_error,
         "failure": m.failure.as_ref().map(|f| json!({"code": f.code, "reason": f.reason, "failed_at": humantime::format_rfc3339_seconds(f.failed_at).to_string()})),
     })
+}
+
+fn recipients_in(m: &Meta, pick: impl Fn(&RecipientState) -> bool) -> Vec<&str> {
+    m.envelope
+        .rcpt_to
+        .iter()
+        .filter(|r| pick(m.state_of(r)))
+        .map(String::as_str)
+        .collect()
 }
 
 fn show(root: &Path, id: &str, cfg: &Config) -> anyhow::Result<u8> {
@@ -151,7 +162,7 @@ fn show(root: &Path, id: &str, cfg: &Config) -> anyhow::Result<u8> {
         out,
         "== {} request{}",
         cfg.backend.as_str(),
-        if meta.delivered.is_empty() {
+        if meta.accepted_count() == 0 {
             ""
         } else {
             " (recipients not yet delivered)"
@@ -203,7 +214,7 @@ fn mutate(root: &Path, cfg: &Config, op: Op, target: &Target) -> anyhow::Result<
     };
     let mut progress = |done: usize, total: usize| eprintln!("postrelay: {done}/{total} ...");
     let report = match Spool::open(root, cfg.spool.min_free_space) {
-        Ok((spool, _)) => control::execute(&spool, &req, &mut progress)?,
+        Ok((spool, _)) => control::execute(&Arc::new(spool), &req, &mut progress)?,
         Err(SpoolError::Locked) => {
             control::request(root, &req, &mut progress).map_err(anyhow::Error::msg)?
         }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,7 +29,7 @@ use crate::backends::Backend;
 use crate::message::Envelope;
 use crate::observability::health::Health;
 use crate::observability::maillog;
-use crate::spool::{Failure, Meta, Spool};
+use crate::spool::{Claim, Failure, Meta, Spool};
 use backoff::Backoff;
 use outcome::Outcome;
 use ratelimit::Pacer;
@@ -55,7 +56,7 @@ impl Engine {
         while !shutdown.is_cancelled() {
             let free = permits.available_permits();
             if free > 0 {
-                for id in self.spool.claim_due(SystemTime::now(), free) {
+                for claim in self.spool.claim_due(Instant::now(), free) {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
@@ -63,7 +64,7 @@ impl Engine {
                     let token = shutdown.clone();
                     let freed = freed.clone();
                     tracker.spawn(async move {
-                        engine.deliver(&id, &token).await;
+                        engine.deliver(claim, &token).await;
                         drop(permit);
                         freed.notify_one();
                     });
@@ -78,7 +79,7 @@ impl Engine {
             } else {
                 self.spool
                     .next_due()
-                    .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                    .map(|t| t.saturating_duration_since(Instant::now()))
                     .unwrap_or(IDLE_POLL)
                     .min(IDLE_POLL)
             };
@@ -91,29 +92,47 @@ impl Engine {
         }
     }
 
-    async fn deliver(&self, id: &str, shutdown: &CancellationToken) {
+    /// Runs `f` with the claim on a blocking thread and hands the claim
+    /// back; `None` if `f` panicked (the claim's drop gave the entry back).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        claim: Claim,
+        f: impl FnOnce(&Spool, &Claim) -> T + Send + 'static,
+    ) -> Option<(Claim, T)> {
         let spool = self.spool.clone();
-        let load_id = id.to_string();
-        let loaded = tokio::task::spawn_blocking(move || spool.load(&load_id)).await;
+        match tokio::task::spawn_blocking(move || {
+            let out = f(&spool, &claim);
+            (claim, out)
+        })
+        .await
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(error = %e, "spool task panicked; the entry is due again");
+                None
+            }
+        }
+    }
+
+    async fn deliver(&self, claim: Claim, shutdown: &CancellationToken) {
+        let id = claim.id().to_string();
+        let id = id.as_str();
+        let Some((claim, loaded)) = self.blocking(claim, |s, c| s.load(c)).await else {
+            return;
+        };
         let (mut meta, raw) = match loaded {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
+            Ok(v) => v,
+            Err(e) => {
                 tracing::error!(id, error = %e, "cannot load spooled message; will look again later");
                 self.spool
-                    .release(id, SystemTime::now() + self.backoff.max());
-                return;
-            }
-            Err(e) => {
-                tracing::error!(id, error = %e, "spool loader panicked; will look again later");
-                self.spool
-                    .release(id, SystemTime::now() + self.backoff.max());
+                    .release(claim, Instant::now() + self.backoff.max());
                 return;
             }
         };
         let pending = meta.pending_recipients();
         if pending.is_empty() {
             // Every part already answered (a crash after the last one).
-            return self.finish(meta, None).await;
+            return self.finish(claim, meta, None).await;
         }
         let envelope = Envelope {
             mail_from: meta.envelope.mail_from.clone(),
@@ -126,18 +145,19 @@ impl Engine {
             Ok(Err(e)) => {
                 let reason = format!("message cannot be mapped: {e}");
                 return self
-                    .finish(meta, Some(Outcome::Permanent { code: None, reason }))
+                    .finish(claim, meta, Some(Outcome::Permanent { code: None, reason }))
                     .await;
             }
             Err(e) => {
                 let reason = format!("mapping panicked: {e}");
                 return self
-                    .finish(meta, Some(Outcome::Permanent { code: None, reason }))
+                    .finish(claim, meta, Some(Outcome::Permanent { code: None, reason }))
                     .await;
             }
         };
         meta.attempts += 1;
         let total = mapped.calls.len();
+        let mut claim = claim;
         // A part the API refuses for good does not stop the others: every
         // recipient gets its chance, then the message is dead-lettered for
         // the refused ones. Accepted and refused recipients are both recorded,
@@ -147,7 +167,8 @@ impl Engine {
                 _ = shutdown.cancelled() => {
                     // Not sent: it stays queued for the next start.
                     meta.attempts -= 1;
-                    return self.persist(&meta, false).await;
+                    let due = due_at(meta.next_attempt_at);
+                    return self.reschedule(claim, &meta, due).await;
                 }
                 waited = self.pacer.acquire() => waited,
             };
@@ -172,54 +193,59 @@ impl Engine {
                         total,
                         call.recipients.len(),
                     );
-                    meta.delivered.extend(call.recipients.iter().cloned());
-                    if total > 1 {
-                        // On disk before anything else can fail: never resent.
-                        self.persist(&meta, true).await;
-                    }
+                    meta.record_accepted(&call.recipients, api_id.as_deref());
                 }
                 Outcome::Permanent { code, reason } => {
                     tracing::warn!(id, part = part + 1, parts = total, code = code.as_deref().unwrap_or(""), error = %reason, "API refused this part");
-                    meta.refused.extend(call.recipients.iter().cloned());
-                    meta.refusal.get_or_insert(Failure {
-                        code,
-                        reason,
-                        failed_at: SystemTime::now(),
-                    });
-                    if total > 1 {
-                        self.persist(&meta, true).await;
-                    }
+                    meta.record_refused(&call.recipients, code.as_deref(), &reason);
                 }
-                other => return self.finish(meta, Some(other)).await,
+                other => return self.finish(claim, meta, Some(other)).await,
+            }
+            if total > 1 {
+                // On disk before anything else is sent: never resent. A
+                // failed save stops the attempt.
+                let m = meta.clone();
+                let Some((c, saved)) = self
+                    .blocking(claim, move |s, c| s.save_progress(c, &m))
+                    .await
+                else {
+                    return;
+                };
+                claim = c;
+                if let Err(e) = saved {
+                    tracing::error!(id, error = %e, "cannot record delivery progress; attempt stopped");
+                    self.spool
+                        .release(claim, Instant::now() + self.backoff.max());
+                    return;
+                }
             }
         }
-        self.finish(meta, None).await
+        self.finish(claim, meta, None).await
     }
 
     /// Records the end of an attempt. `None` means every call was answered:
     /// delivered, unless the API refused some part for good.
-    async fn finish(&self, mut meta: Meta, outcome: Option<Outcome>) {
+    async fn finish(&self, claim: Claim, mut meta: Meta, outcome: Option<Outcome>) {
         let now = SystemTime::now();
         let backend = self.backend.name();
         match outcome {
-            None if meta.refusal.is_some() => {
-                let refusal = meta.refusal.clone().expect("checked");
-                let reason = if meta.refused.len() < meta.envelope.rcpt_to.len() {
-                    format!(
-                        "{} (refused for {} recipients)",
-                        refusal.reason,
-                        meta.refused.len()
-                    )
+            None if meta.refused_count() > 0 => {
+                let (code, reason) = meta
+                    .first_refusal()
+                    .map(|(c, r)| (c.map(str::to_string), r.to_string()))
+                    .expect("counted");
+                let refused = meta.refused_count();
+                let reason = if refused < meta.envelope.rcpt_to.len() {
+                    format!("{reason} (refused for {refused} recipients)")
                 } else {
-                    refusal.reason
+                    reason
                 };
-                self.dead_letter(meta, refusal.code, reason).await
+                self.dead_letter(claim, meta, code, reason).await
             }
             None => {
                 self.health.clear_fault();
                 let spool = self.spool.clone();
-                let id = meta.id.clone();
-                match tokio::task::spawn_blocking(move || spool.complete(&id)).await {
+                match tokio::task::spawn_blocking(move || spool.complete(claim)).await {
                     Ok(Ok(())) => maillog::done(&meta, backend),
                     Ok(Err(e)) => {
                         tracing::error!(id = %meta.id, error = %e, "delivered, but cannot remove from spool: it may be sent again")
@@ -243,15 +269,16 @@ impl Engine {
                         meta.attempts,
                         humantime::format_duration(Duration::from_secs(age.as_secs()))
                     );
-                    let code = meta.refusal.as_ref().and_then(|r| r.code.clone());
-                    if let Some(r) = &meta.refusal {
+                    let code = meta
+                        .first_refusal()
+                        .and_then(|(c, _)| c.map(str::to_string));
+                    if let Some((_, r)) = meta.first_refusal() {
                         reason.push_str(&format!(
-                            "; {} recipients were refused: {}",
-                            meta.refused.len(),
-                            r.reason
+                            "; {} recipients were refused: {r}",
+                            meta.refused_count()
                         ));
                     }
-                    return self.dead_letter(meta, code, reason).await;
+                    return self.dead_letter(claim, meta, code, reason).await;
                 }
                 let delay = self
                     .backoff
@@ -260,16 +287,19 @@ impl Engine {
                 meta.last_error = Some(reason);
                 meta.held = false;
                 maillog::retry(&meta, backend, delay);
-                self.persist(&meta, false).await;
+                self.reschedule(claim, &meta, Instant::now() + delay).await;
             }
-            Some(Outcome::Permanent { code, reason }) => self.dead_letter(meta, code, reason).await,
+            Some(Outcome::Permanent { code, reason }) => {
+                self.dead_letter(claim, meta, code, reason).await
+            }
             Some(Outcome::ConfigFault { code, reason }) => {
                 self.health.set_fault(&reason);
                 meta.next_attempt_at = now + self.backoff.max();
                 meta.last_error = Some(reason);
                 meta.held = true;
                 maillog::held(&meta, backend, code.as_deref(), self.backoff.max());
-                self.persist(&meta, false).await;
+                let due = Instant::now() + self.backoff.max();
+                self.reschedule(claim, &meta, due).await;
             }
             Some(Outcome::Delivered { .. }) => {
                 unreachable!("delivered parts are handled by deliver")
@@ -277,11 +307,17 @@ impl Engine {
         }
     }
 
-    async fn dead_letter(&self, mut meta: Meta, code: Option<String>, mut reason: String) {
-        if !meta.delivered.is_empty() {
+    async fn dead_letter(
+        &self,
+        claim: Claim,
+        mut meta: Meta,
+        code: Option<String>,
+        mut reason: String,
+    ) {
+        if meta.accepted_count() > 0 {
             reason.push_str(&format!(
                 " (already accepted for {} of {} recipients)",
-                meta.delivered.len(),
+                meta.accepted_count(),
                 meta.envelope.rcpt_to.len()
             ));
         }
@@ -292,36 +328,25 @@ impl Engine {
         });
         let spool = self.spool.clone();
         let m = meta.clone();
-        match tokio::task::spawn_blocking(move || spool.dead_letter(&m)).await {
+        match tokio::task::spawn_blocking(move || spool.dead_letter(claim, &m)).await {
             Ok(Ok(())) => {
                 metrics::counter!("postrelay_dead_letters_total").increment(1);
                 maillog::failed(&meta, self.backend.name());
             }
             Ok(Err(e)) => {
                 tracing::error!(id = %meta.id, error = %e, "cannot move message to failed/; it stays queued");
-                self.spool
-                    .release(&meta.id, SystemTime::now() + self.backoff.max());
             }
             Err(e) => {
                 tracing::error!(id = %meta.id, error = %e, "spool mover panicked; it stays queued");
-                self.spool
-                    .release(&meta.id, SystemTime::now() + self.backoff.max());
             }
         }
     }
 
-    /// Writes the entry's state; `progress_only` keeps it in flight.
-    async fn persist(&self, meta: &Meta, progress_only: bool) {
+    /// Writes the entry's state and gives it back due at `due`.
+    async fn reschedule(&self, claim: Claim, meta: &Meta, due: Instant) {
         let spool = self.spool.clone();
         let m = meta.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if progress_only {
-                spool.save(&m)
-            } else {
-                spool.reschedule(&m)
-            }
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || spool.reschedule(claim, &m, due)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -330,6 +355,11 @@ impl Engine {
             Err(e) => tracing::error!(id = %meta.id, error = %e, "spool writer panicked"),
         }
     }
+}
+
+/// The tokio-clock instant of a wall-clock time on disk (now if past).
+fn due_at(wall: SystemTime) -> Instant {
+    Instant::now() + wall.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 fn outcome_label(o: &Outcome) -> &'static str {
@@ -344,8 +374,6 @@ fn outcome_label(o: &Outcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-
-    use tokio::time::Instant;
 
     use super::*;
     use crate::backends::SendFuture;

@@ -1,14 +1,22 @@
 //! Operator actions on the spool (behind `postrelay queue ...`): list, retry
-//! now, delete, requeue dead letters. Mutations run inside the process that
-//! owns the spool (the daemon, or the CLI when no daemon runs) and claim the
-//! entry under the schedule's lock first, exactly as a delivery worker does,
-//! so the two never act on one entry at once: an entry in flight is refused.
+//! now, delete, requeue dead letters.
+//!
+//! Invariant: a mutation runs inside the process that owns the spool (the
+//! daemon, or the CLI when no daemon runs) and claims the entry under the
+//! schedule's lock before touching a file, exactly as a delivery worker
+//! does: an entry in flight is refused, and two actions on one id (two
+//! requeues, `requeue --all` beside `requeue ID`) never interleave.
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Meta, Spool, SpoolError, fsio, read_meta, remove_if_exists, to_json};
+use tokio::time::Instant;
+
+use super::store::{id_of, read_record, valid_id};
+use super::trust::{self, Kind};
+use super::{Meta, Spool, SpoolError, fsio};
 
 /// Which part of the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,120 +34,141 @@ impl Area {
     }
 }
 
+/// The area's directory, once the spool root and it are checked; `None`
+/// when the spool does not exist yet.
+fn checked_dir(root: &Path, area: Area) -> Result<Option<std::path::PathBuf>, SpoolError> {
+    let root = trust::resolve_root(root)?;
+    let dir = root.join(area.dir());
+    for path in [root.as_path(), dir.as_path()] {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            _ => trust::check(path, Kind::Dir)?,
+        }
+    }
+    Ok(Some(dir))
+}
+
 /// Reads every entry of `area` under the spool at `root`, oldest first.
 /// Read-only and lock-free: safe beside a running daemon (entries that
-/// vanish while listing are skipped).
+/// vanish while listing are skipped). Refuses an untrusted spool.
 pub fn list(root: &Path, area: Area) -> Result<Vec<Meta>, SpoolError> {
-    let dir = root.join(area.dir());
     let mut out = Vec::new();
-    let entries = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e.into()),
+    let Some(dir) = checked_dir(root, area)? else {
+        return Ok(out);
     };
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            match read_meta(&path) {
-                Ok(m) => out.push(m),
-                Err(SpoolError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable entry")
-                }
-            }
+    for entry in fs::read_dir(&dir)? {
+        let name = entry?.file_name();
+        let Some(id) = name.to_str().and_then(|n| id_of(n, "json")) else {
+            continue;
+        };
+        match read_record(&dir, &id) {
+            Ok(m) => out.push(m),
+            Err(SpoolError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(id = %id, error = %e, "skipping entry"),
         }
     }
     out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
     Ok(out)
 }
 
-/// Reads one entry's envelope and raw message from `area`.
+/// Reads one entry's record and raw message from `area`.
 pub fn read(root: &Path, area: Area, id: &str) -> Result<(Meta, Vec<u8>), SpoolError> {
-    let dir = root.join(area.dir());
-    let json = dir.join(format!("{id}.json"));
-    if !valid_id(id) || !json.exists() {
+    if !valid_id(id) {
         return Err(SpoolError::NotFound(id.to_string()));
     }
-    let meta = read_meta(&json)?;
-    let raw = fs::read(dir.join(format!("{id}.eml")))?;
+    let Some(dir) = checked_dir(root, area)? else {
+        return Err(SpoolError::NotFound(id.to_string()));
+    };
+    let meta = read_record(&dir, id)?;
+    let raw = fsio::read(&dir.join(format!("{id}.eml")))?;
     Ok((meta, raw))
-}
-
-/// Spool ids are ULIDs; anything else (a path, `..`) is not an id.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 impl Spool {
     /// Makes a queued message due now (and clears a held state).
-    pub fn retry_now(&self, id: &str) -> Result<(), SpoolError> {
-        self.claim(id)?;
-        let mut meta = match self.load_meta(id) {
+    pub fn retry_now(self: &Arc<Self>, id: &str) -> Result<(), SpoolError> {
+        let claim = self.claim_one(id)?;
+        let mut meta = match read_record(&self.queue, id) {
             Ok(m) => m,
             Err(e) => {
-                self.release(id, SystemTime::now());
+                self.release(claim, Instant::now());
                 return Err(e);
             }
         };
-        meta.next_attempt_at = SystemTime::now();
         meta.held = false;
-        self.reschedule(&meta)
+        self.reschedule(claim, &meta, Instant::now())
     }
 
     /// Removes a queued message for good.
-    pub fn delete(&self, id: &str) -> Result<(), SpoolError> {
-        self.claim(id)?;
-        self.complete(id)
+    pub fn delete(self: &Arc<Self>, id: &str) -> Result<(), SpoolError> {
+        let claim = self.claim_one(id)?;
+        self.complete(claim)
     }
 
     /// Moves a dead letter back into the queue, due now, with a fresh
-    /// attempt count and `max_age` measured from now. Crash-safe: the
-    /// message is linked into `queue/` and committed there before the
-    /// dead letter is removed.
-    pub fn requeue(&self, id: &str) -> Result<(), SpoolError> {
+    /// attempt count and `max_age` measured from now; refused recipients
+    /// get another chance, accepted ones are not resent. Crash-safe: the
+    /// message is linked into `queue/` and committed there before the dead
+    /// letter is removed.
+    pub fn requeue(self: &Arc<Self>, id: &str) -> Result<(), SpoolError> {
         if !valid_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
-        if self.is_scheduled(id) {
-            // Still queued, or being dead-lettered right now.
-            return Err(SpoolError::AlreadyQueued(id.to_string()));
+        // Still queued, being dead-lettered, or being requeued right now: refused.
+        let claim = self.claim_new(id)?;
+        match self.relink_dead_letter(id) {
+            Ok(meta) => {
+                self.enqueue(claim, Instant::now(), meta.received_at);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(claim);
+                Err(e)
+            }
         }
-        let failed_json = self.failed.join(format!("{id}.json"));
-        if !failed_json.exists() {
-            return Err(SpoolError::NotFound(id.to_string()));
-        }
-        let mut meta = read_meta(&failed_json)?;
+    }
+
+    /// The file work of [`requeue`](Spool::requeue), under its claim.
+    fn relink_dead_letter(&self, id: &str) -> Result<Meta, SpoolError> {
+        let mut meta = read_record(&self.failed, id)?;
         let now = SystemTime::now();
         meta.failure = None;
-        // Refused recipients get another chance; accepted ones are not resent.
-        meta.refused.clear();
-        meta.refusal = None;
+        meta.reset_refused();
         meta.attempts = 0;
         meta.held = false;
         meta.last_error = None;
         meta.received_at = now;
         meta.next_attempt_at = now;
-        // Message first (a second link to it), envelope (the commit marker)
+        // Message first (a second link to it), record (the commit marker)
         // last, as on receipt; the dead letter goes only once the queue entry
-        // is durable. A crash before the envelope leaves an orphan link that
+        // is durable. A crash before the record leaves an orphan link that
         // recovery removes, and the dead letter intact.
+        let failed_eml = self.failed.join(format!("{id}.eml"));
         let queued_eml = self.queue.join(format!("{id}.eml"));
         let queued_json = self.queue.join(format!("{id}.json"));
-        let commit = || -> std::io::Result<()> {
-            remove_if_exists(&queued_eml)?;
-            fs::hard_link(self.failed.join(format!("{id}.eml")), &queued_eml)?;
-            fsio::write_atomic(&queued_json, &to_json(&meta))
+        if fsio::is_file(&queued_json) {
+            return Err(SpoolError::AlreadyQueued(id.to_string()));
+        }
+        if !fsio::is_file(&failed_eml) {
+            return Err(SpoolError::Corrupt {
+                id: id.to_string(),
+                reason: "the dead letter has no message file".into(),
+            });
+        }
+        let commit = || -> Result<(), SpoolError> {
+            fsio::remove_if_exists(&queued_eml)?;
+            fs::hard_link(&failed_eml, &queued_eml)?;
+            self.write_record(&self.queue, id, &meta)
         };
         if let Err(e) = commit() {
-            let _ = remove_if_exists(&queued_json);
-            let _ = remove_if_exists(&queued_eml);
-            return Err(e.into());
+            let _ = fsio::remove_if_exists(&queued_json);
+            let _ = fsio::remove_if_exists(&queued_eml);
+            return Err(e);
         }
-        remove_if_exists(&failed_json)?;
-        remove_if_exists(&self.failed.join(format!("{id}.eml")))?;
+        fsio::remove_if_exists(&self.failed.join(format!("{id}.json")))?;
+        fsio::remove_if_exists(&failed_eml)?;
         fsio::sync_dir(&self.failed)?;
-        self.insert(&meta);
-        Ok(())
+        Ok(meta)
     }
 
     /// Ids currently in the queue (from disk).

@@ -1,18 +1,57 @@
-//! One spooled message on disk: `<id>.eml` (the raw message, CRLF) beside
-//! `<id>.json` (this [`Meta`]: envelope and delivery state). The JSON is the
-//! commit marker: an `.eml` without it was never acknowledged.
+//! One spooled message's record: `<id>.json` ([`Meta`]: envelope, delivery
+//! state per recipient, credential) beside `<id>.eml` (the raw message,
+//! CRLF). The JSON is the commit marker: an `.eml` without it was never
+//! acknowledged.
+//!
+//! Invariant: a record is only ever rewritten by a binary that understands
+//! its version. [`decode`] converts older versions and reports newer ones as
+//! [`Decoded::Newer`] so the caller leaves them untouched.
 
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::message::Envelope;
+use crate::message::address::{key, same};
 
-pub const META_VERSION: u32 = 1;
+/// The record version this binary writes.
+pub const META_VERSION: u32 = 2;
+
+/// Where a recipient stands with the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum RecipientState {
+    /// Not answered yet: the next attempt sends to it.
+    Pending,
+    /// The API took it (with the API's message id when it gave one): never resent.
+    Accepted { api_id: Option<String> },
+    /// The API refused it for good: never resent; the message ends in failed/.
+    Refused {
+        code: Option<String>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Recipient {
+    address: String,
+    #[serde(flatten)]
+    state: RecipientState,
+}
+
+/// Which API credential delivers the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Credential {
+    /// The backend's configured token.
+    #[default]
+    Global,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
     pub version: u32,
+    /// Always the entry's file name: whatever the JSON says is overwritten on load.
     pub id: String,
     pub envelope: Envelope,
     /// Size of the `.eml` in bytes.
@@ -24,17 +63,6 @@ pub struct Meta {
     pub next_attempt_at: SystemTime,
     #[serde(default)]
     pub last_error: Option<String>,
-    /// Recipients the API already accepted (a split message that failed part-way);
-    /// they are never sent again.
-    #[serde(default)]
-    pub delivered: Vec<String>,
-    /// Recipients the API refused for good (their part of a split message):
-    /// never sent again; the message ends in failed/ for them.
-    #[serde(default)]
-    pub refused: Vec<String>,
-    /// The API's answer that refused them.
-    #[serde(default)]
-    pub refusal: Option<Failure>,
     /// The last attempt hit a configuration fault (rejected credential, ...):
     /// the message is held, and due at once after a restart.
     #[serde(default)]
@@ -42,6 +70,11 @@ pub struct Meta {
     /// Set when the message was dead-lettered.
     #[serde(default)]
     pub failure: Option<Failure>,
+    #[serde(default)]
+    pub credential: Credential,
+    /// One per envelope recipient, in envelope order; read through the methods.
+    #[serde(default)]
+    recipients: Vec<Recipient>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +88,14 @@ pub struct Failure {
 
 impl Meta {
     pub fn new(id: String, envelope: Envelope, size: u64, now: SystemTime) -> Meta {
+        let recipients = envelope
+            .rcpt_to
+            .iter()
+            .map(|r| Recipient {
+                address: r.clone(),
+                state: RecipientState::Pending,
+            })
+            .collect();
         Meta {
             version: META_VERSION,
             id,
@@ -64,30 +105,148 @@ impl Meta {
             attempts: 0,
             next_attempt_at: now,
             last_error: None,
-            delivered: Vec::new(),
-            refused: Vec::new(),
-            refusal: None,
             held: false,
             failure: None,
+            credential: Credential::Global,
+            recipients,
         }
     }
 
-    /// Envelope recipients the API has neither accepted nor refused yet.
+    /// The state of envelope recipient `rcpt` (pending when never recorded).
+    pub fn state_of(&self, rcpt: &str) -> &RecipientState {
+        self.recipients
+            .iter()
+            .find(|r| same(&r.address, rcpt))
+            .map(|r| &r.state)
+            .unwrap_or(&RecipientState::Pending)
+    }
+
+    /// Envelope recipients the API has neither accepted nor refused yet, in envelope order.
     pub fn pending_recipients(&self) -> Vec<String> {
-        let done = |r: &String| {
-            self.delivered
-                .iter()
-                .chain(&self.refused)
-                .any(|d| d.eq_ignore_ascii_case(r))
-        };
         self.envelope
             .rcpt_to
             .iter()
-            .filter(|r| !done(r))
+            .filter(|r| *self.state_of(r) == RecipientState::Pending)
             .cloned()
             .collect()
     }
+
+    pub fn record_accepted(&mut self, rcpts: &[String], api_id: Option<&str>) {
+        self.record(
+            rcpts,
+            RecipientState::Accepted {
+                api_id: api_id.map(str::to_string),
+            },
+        );
+    }
+
+    pub fn record_refused(&mut self, rcpts: &[String], code: Option<&str>, reason: &str) {
+        self.record(
+            rcpts,
+            RecipientState::Refused {
+                code: code.map(str::to_string),
+                reason: reason.to_string(),
+            },
+        );
+    }
+
+    pub fn accepted_count(&self) -> usize {
+        self.count(|s| matches!(s, RecipientState::Accepted { .. }))
+    }
+
+    pub fn refused_count(&self) -> usize {
+        self.count(|s| matches!(s, RecipientState::Refused { .. }))
+    }
+
+    /// (code, reason) of the first refused recipient in envelope order.
+    pub fn first_refusal(&self) -> Option<(Option<&str>, &str)> {
+        self.envelope
+            .rcpt_to
+            .iter()
+            .find_map(|r| match self.state_of(r) {
+                RecipientState::Refused { code, reason } => {
+                    Some((code.as_deref(), reason.as_str()))
+                }
+                _ => None,
+            })
+    }
+
+    /// Refused recipients become pending again (an operator's requeue);
+    /// accepted ones stay accepted and are never resent.
+    pub fn reset_refused(&mut self) {
+        for r in &mut self.recipients {
+            if matches!(r.state, RecipientState::Refused { .. }) {
+                r.state = RecipientState::Pending;
+            }
+        }
+    }
+
+    fn count(&self, pick: impl Fn(&RecipientState) -> bool) -> usize {
+        self.envelope
+            .rcpt_to
+            .iter()
+            .filter(|r| pick(self.state_of(r)))
+            .count()
+    }
+
+    fn record(&mut self, rcpts: &[String], state: RecipientState) {
+        let keys: std::collections::HashSet<String> = rcpts.iter().map(|r| key(r)).collect();
+        let mut seen = std::collections::HashSet::new();
+        for r in &mut self.recipients {
+            if keys.contains(&key(&r.address)) {
+                r.state = state.clone();
+                seen.insert(key(&r.address));
+            }
+        }
+        for rcpt in rcpts {
+            if seen.insert(key(rcpt)) {
+                self.recipients.push(Recipient {
+                    address: rcpt.clone(),
+                    state: state.clone(),
+                });
+            }
+        }
+    }
 }
+
+/// What a record on disk turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    Current(Box<Meta>),
+    /// Written by a newer postrelay: leave it alone.
+    Newer(u32),
+}
+
+/// Parses a record of any version this binary knows, upgrading older ones.
+/// The id always comes from `id` (the validated file name), never from the JSON.
+pub fn decode(id: &str, bytes: &[u8]) -> Result<Decoded, String> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let v: Version = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut meta = match v.version {
+        1 => serde_json::from_slice::<v1::Meta>(bytes)
+            .map_err(|e| e.to_string())?
+            .upgrade(),
+        META_VERSION => serde_json::from_slice::<Meta>(bytes).map_err(|e| e.to_string())?,
+        n if n > META_VERSION => return Ok(Decoded::Newer(n)),
+        n => return Err(format!("unknown record version {n}")),
+    };
+    meta.id = id.to_string();
+    Ok(Decoded::Current(Box::new(meta)))
+}
+
+/// The record as it is written: always the current version.
+pub fn encode(meta: &Meta) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(meta).expect("meta serializes");
+    v.push(b'\n');
+    v
+}
+
+/// Version 1: lists of delivered and refused recipients, one refusal for all.
+#[path = "entry_v1.rs"]
+mod v1;
 
 /// Timestamps as RFC 3339 text, so `cat queue/<id>.json` reads well.
 mod rfc3339 {
@@ -104,3 +263,7 @@ mod rfc3339 {
         humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+#[path = "entry_tests.rs"]
+mod tests;

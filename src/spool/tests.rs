@@ -5,11 +5,34 @@ use std::fs;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::time::Instant;
+
 use super::*;
+use crate::message::Envelope;
 
 fn open(dir: &Path) -> (Arc<Spool>, Recovery) {
     let (s, r) = Spool::open(dir, 0).expect("open spool");
     (Arc::new(s), r)
+}
+
+/// The queue entry `id` as the CLI reads it.
+fn queued(root: &Path, id: &str) -> Result<(Meta, Vec<u8>), SpoolError> {
+    read(root, Area::Queue, id)
+}
+
+/// Claims the one due entry and moves it to failed/.
+async fn dead_letter(spool: &Arc<Spool>) {
+    let claim = spool
+        .claim_due(Instant::now(), 1)
+        .pop()
+        .expect("a due entry");
+    let (mut meta, _) = spool.load(&claim).unwrap();
+    meta.failure = Some(Failure {
+        code: None,
+        reason: "r".into(),
+        failed_at: SystemTime::now(),
+    });
+    spool.dead_letter(claim, &meta).unwrap();
 }
 
 async fn put(spool: &Arc<Spool>, body: &str) -> String {
@@ -31,8 +54,12 @@ async fn committed_message_survives_reopen_and_is_due() {
     };
     let (spool, r) = open(dir.path());
     assert_eq!(r.queued, 1);
-    assert_eq!(spool.claim_due(SystemTime::now(), 10), vec![id.clone()]);
-    let (meta, raw) = spool.load(&id).unwrap();
+    let claims = spool.claim_due(Instant::now(), 10);
+    assert_eq!(
+        claims.iter().map(Claim::id).collect::<Vec<_>>(),
+        vec![id.as_str()]
+    );
+    let (meta, raw) = spool.load(&claims[0]).unwrap();
     assert_eq!(raw, b"Subject: x\r\n\r\nbody\r\n");
     assert_eq!(meta.envelope.rcpt_to, vec!["b@example.org".to_string()]);
 }
@@ -72,17 +99,15 @@ async fn operator_actions_refuse_an_entry_a_worker_holds() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let id = put(&spool, "Subject: x\r\n\r\n").await;
-    assert_eq!(spool.claim_due(SystemTime::now(), 1), vec![id.clone()]);
+    let claim = spool.claim_due(Instant::now(), 1).pop().unwrap();
     assert!(matches!(spool.retry_now(&id), Err(SpoolError::InFlight(_))));
     assert!(matches!(spool.delete(&id), Err(SpoolError::InFlight(_))));
     // And the other way round: while an operator holds it, the scheduler skips it.
-    let mut meta = spool.load_meta(&id).unwrap();
-    meta.next_attempt_at = SystemTime::now();
-    spool.reschedule(&meta).unwrap();
-    spool.claim(&id).unwrap();
-    assert!(spool.claim_due(SystemTime::now(), 10).is_empty());
-    spool.complete(&id).unwrap();
-    assert!(spool.load(&id).is_err());
+    spool.release(claim, Instant::now());
+    let op = spool.claim_one(&id).unwrap();
+    assert!(spool.claim_due(Instant::now(), 10).is_empty());
+    spool.complete(op).unwrap();
+    assert!(queued(dir.path(), &id).is_err());
 }
 
 #[tokio::test]
@@ -94,17 +119,20 @@ async fn requeue_brings_a_dead_letter_back_and_refuses_a_queued_id() {
         spool.requeue(&id),
         Err(SpoolError::AlreadyQueued(_))
     ));
-    let mut meta = spool.load_meta(&id).unwrap();
+    let claim = spool.claim_due(Instant::now(), 1).pop().unwrap();
+    let (mut meta, _) = spool.load(&claim).unwrap();
     meta.attempts = 3;
     meta.failure = Some(Failure {
         code: Some("300".into()),
         reason: "Invalid 'To' address".into(),
         failed_at: SystemTime::now(),
     });
-    spool.dead_letter(&meta).unwrap();
-    assert!(spool.load(&id).is_err());
+    spool.dead_letter(claim, &meta).unwrap();
+    assert!(queued(dir.path(), &id).is_err());
+    assert_eq!(spool.depth().0, 0);
     spool.requeue(&id).unwrap();
-    let (meta, raw) = spool.load(&id).unwrap();
+    assert_eq!(spool.depth().0, 1);
+    let (meta, raw) = queued(dir.path(), &id).unwrap();
     assert_eq!((meta.attempts, meta.failure), (0, None));
     assert_eq!(raw, b"Subject: x\r\n\r\n");
     assert!(!dir.path().join("failed").join(format!("{id}.eml")).exists());
@@ -122,13 +150,7 @@ async fn crash_inside_requeue_keeps_the_dead_letter() {
     let id = {
         let (spool, _) = open(dir.path());
         let id = put(&spool, "Subject: x\r\n\r\n").await;
-        let mut meta = spool.load_meta(&id).unwrap();
-        meta.failure = Some(Failure {
-            code: None,
-            reason: "r".into(),
-            failed_at: SystemTime::now(),
-        });
-        spool.dead_letter(&meta).unwrap();
+        dead_letter(&spool).await;
         id
     };
     // The first step of requeue happened, then the process died.
@@ -141,7 +163,7 @@ async fn crash_inside_requeue_keeps_the_dead_letter() {
     assert_eq!(r.orphans_removed, 1);
     assert!(dir.path().join("failed").join(format!("{id}.eml")).exists());
     spool.requeue(&id).unwrap();
-    assert!(spool.load(&id).is_ok());
+    assert!(queued(dir.path(), &id).is_ok());
 }
 
 #[tokio::test]
@@ -191,5 +213,8 @@ async fn crash_inside_requeue_after_the_envelope_leaves_one_queued_entry() {
     let (spool, r) = open(dir.path());
     assert_eq!((r.queued, r.stale_dead_letters_removed), (1, 1));
     assert!(spool.failed_ids().unwrap().is_empty());
-    assert!(spool.load(&id).is_ok());
+    assert!(queued(dir.path(), &id).is_ok());
 }
+
+#[path = "hardening_tests.rs"]
+mod hardening;

@@ -1,0 +1,139 @@
+//! The receiving path: a message streams into `tmp/<id>.eml`, then
+//! [`Incoming::commit`] makes it durable in `queue/` (where group commit
+//! will batch the fsyncs of many messages).
+//!
+//! Invariant: `commit` returns `Ok` only once the message, then its record,
+//! are fsynced and renamed into `queue/` and the directory is fsynced; on
+//! any error nothing that could be delivered is left behind.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::{Meta, Spool, SpoolError, entry, fsio};
+use crate::message::Envelope;
+
+impl Spool {
+    /// Starts receiving a message into `tmp/`. Fails with `Full` when the disk is low.
+    pub async fn receive(&self) -> Result<Incoming, SpoolError> {
+        let free = fsio::free_space(&self.root)?;
+        if free < self.min_free {
+            return Err(SpoolError::Full(format!(
+                "{free} bytes free, below spool.min_free_space {}",
+                self.min_free
+            )));
+        }
+        let id = ulid::Ulid::generate().to_string();
+        let path = self.tmp.join(format!("{id}.eml"));
+        let file = fsio::create_new(&path).map_err(SpoolError::from_io)?;
+        Ok(Incoming {
+            id,
+            path: Some(path),
+            file: tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file)),
+            size: 0,
+        })
+    }
+}
+
+/// A message being received. Dropped without [`commit`](Incoming::commit),
+/// its temp file is removed.
+pub struct Incoming {
+    id: String,
+    path: Option<PathBuf>,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    size: u64,
+}
+
+impl Incoming {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("incoming path")
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(SpoolError::from_io)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the received bytes (before reading them back to check limits).
+    pub async fn finish(&mut self) -> Result<(), SpoolError> {
+        self.file.flush().await.map_err(SpoolError::from_io)?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(SpoolError::from_io)
+    }
+
+    /// Makes the message durable in `queue/`. Returns its id. Call [`finish`](Incoming::finish) first.
+    pub async fn commit(
+        mut self,
+        spool: &Arc<Spool>,
+        envelope: Envelope,
+    ) -> Result<String, SpoolError> {
+        self.finish().await?;
+        let tmp_eml = self.path.take().expect("incoming path");
+        let meta = Meta::new(self.id.clone(), envelope, self.size, SystemTime::now());
+        let spool2 = spool.clone();
+        let meta2 = meta.clone();
+        tokio::task::spawn_blocking(move || spool2.link_into_queue(&tmp_eml, &meta2))
+            .await
+            .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
+        spool
+            .sched()
+            .insert(&meta.id, Instant::now(), meta.received_at);
+        spool.wake.notify_one();
+        Ok(meta.id)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+impl Spool {
+    /// Message first, record (the commit marker) last, then the directory.
+    fn link_into_queue(&self, tmp_eml: &Path, meta: &Meta) -> Result<(), SpoolError> {
+        let id = &meta.id;
+        let tmp_json = fsio::temp_name(&self.tmp, id);
+        let queued_json = self.queue.join(format!("{id}.json"));
+        let queued_eml = self.queue.join(format!("{id}.eml"));
+        let write = || -> io::Result<()> {
+            let mut f = fsio::create_new(&tmp_json)?;
+            io::Write::write_all(&mut f, &entry::encode(meta))?;
+            f.sync_all()?;
+            fs::rename(tmp_eml, &queued_eml)?;
+            fs::rename(&tmp_json, &queued_json)?;
+            fsio::sync_dir(&self.queue)
+        };
+        write().map_err(|e| {
+            // The client hears 4xx and will send again: leave nothing
+            // behind that could be delivered as well (record first).
+            let _ = fs::remove_file(&queued_json);
+            let _ = fs::remove_file(&tmp_json);
+            let _ = fs::remove_file(tmp_eml);
+            let _ = fs::remove_file(&queued_eml);
+            SpoolError::from_io(e)
+        })
+    }
+}
