@@ -10,6 +10,7 @@
 
 mod data;
 mod line;
+mod shape;
 
 use std::borrow::Cow;
 

@@ -198,7 +198,7 @@ where
                 Some(e) => self.spool_reply(&e),
                 None => {
                     let incoming = incoming.expect("kept while the verdict is Ok");
-                    self.accept(incoming, framer.header_size()).await
+                    self.accept(incoming, framer.structure_lines()).await
                 }
             },
         };
@@ -208,7 +208,7 @@ where
     }
 
     /// Checks the message against the backend's limits, then makes it durable.
-    async fn accept(&mut self, mut incoming: Incoming, header_size: usize) -> Reply {
+    async fn accept(&mut self, mut incoming: Incoming, structure_lines: usize) -> Reply {
         if let Err(e) = incoming.finish().await {
             return self.spool_reply(&e);
         }
@@ -217,7 +217,7 @@ where
         let shared = self.shared.clone();
         let permit = shared
             .check_budget
-            .acquire(incoming.size() as usize, header_size)
+            .acquire(incoming.size() as usize, structure_lines)
             .await;
         let raw = match tokio::fs::read(incoming.path()).await {
             Ok(raw) => raw,

@@ -10,6 +10,8 @@
 //! block (the lines before the first empty one), the rest is still read to
 //! its end but no longer emitted, and the [`Verdict`] says why.
 
+use super::shape::Shape;
+
 /// Where the decoder stands inside the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -56,6 +58,7 @@ pub struct DataFramer {
     /// Bytes of the header line in progress.
     header_line: usize,
     in_header: bool,
+    shape: Shape,
     verdict: Verdict,
 }
 
@@ -69,6 +72,7 @@ impl DataFramer {
             header: 0,
             header_line: 0,
             in_header: true,
+            shape: Shape::default(),
             verdict: Verdict::Ok,
         }
     }
@@ -154,6 +158,7 @@ impl DataFramer {
             self.verdict = Verdict::TooLarge;
         }
         if self.verdict == Verdict::Ok {
+            self.shape.scan(bytes);
             out.extend_from_slice(bytes);
         }
     }
@@ -195,6 +200,11 @@ impl DataFramer {
     /// Bytes of the header block counted so far.
     pub fn header_size(&self) -> usize {
         self.header
+    }
+
+    /// Header lines and MIME boundary candidates, what parsing costs most.
+    pub fn structure_lines(&self) -> usize {
+        self.shape.lines()
     }
 
     pub fn verdict(&self) -> Verdict {
