@@ -55,11 +55,11 @@ struct Driver {
 }
 
 impl Driver {
-    fn new() -> Driver {
+    fn new(max_errors: u32) -> Driver {
         let limits = Limits {
             max_message_size: MAX_SIZE,
             max_recipients: 100,
-            max_errors: 10,
+            max_errors,
             max_header_size: MAX_HEADER,
         };
         Driver {
@@ -178,7 +178,11 @@ fn pieces<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 }
 
 fn drive(chunks: &[&[u8]]) -> Driver {
-    let mut d = Driver::new();
+    drive_with(chunks, 10)
+}
+
+fn drive_with(chunks: &[&[u8]], max_errors: u32) -> Driver {
+    let mut d = Driver::new(max_errors);
     for c in chunks {
         d.feed(c);
     }
@@ -216,6 +220,71 @@ fn the_codec_gives_the_same_replies_and_messages_in_any_split() {
             "round {round}, cuts {cuts:?}"
         );
     }
+}
+
+/// Random transactions: broken and good commands, then DATA with a body
+/// of dots, bare CRs and LFs and near-miss end markers.
+fn noise(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let commands: [&[u8]; 7] = [
+        b"MAIL FROM\r\n",
+        b"RCPT TO\n",
+        b"NOOP\r\n",
+        b"BDAT 7\r\n",
+        b"MAIL FROM:<c@example.com>\r\n",
+        b"RCPT TO:<d@example.org>\r\n",
+        b"RSET\r\n",
+    ];
+    let body: [&[u8]; 10] = [
+        b"Subject: x",
+        b"text",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b".",
+        b"..",
+        b"\r\n.\r\r\n",
+        b"\r\n.\n",
+        b"\r\n.\r\n",
+    ];
+    let mut out = b"EHLO x\r\n".to_vec();
+    while out.len() < len {
+        out.extend_from_slice(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        for _ in 0..rng.below(3) {
+            out.extend_from_slice(commands[rng.below(commands.len())]);
+        }
+        out.extend_from_slice(b"DATA\r\n");
+        for _ in 0..rng.below(40) {
+            out.extend_from_slice(body[rng.below(body.len())]);
+        }
+        out.extend_from_slice(b"\r\n.\r\n");
+    }
+    out
+}
+
+#[test]
+fn random_streams_give_the_same_replies_and_messages_in_any_split() {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut messages = 0;
+    for stream_no in 0..200 {
+        let stream = noise(&mut rng, 1000);
+        let whole = drive_with(&[&stream], 1000);
+        messages += whole.messages.len();
+        for _ in 0..10 {
+            let cuts = rng.cuts(stream.len());
+            let split = drive_with(&pieces(&stream, &cuts), 1000);
+            let input = String::from_utf8_lossy(&stream);
+            assert_eq!(
+                split.replies, whole.replies,
+                "stream {stream_no} {input:?}, cuts {cuts:?}"
+            );
+            assert_eq!(
+                split.messages, whole.messages,
+                "stream {stream_no} {input:?}, cuts {cuts:?}"
+            );
+        }
+    }
+    // The noise reaches DATA often enough to test the data framer too.
+    assert!(messages > 500, "only {messages} messages");
 }
 
 /// Sends `chunks` over a fresh connection with a pause between writes, so
