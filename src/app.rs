@@ -87,10 +87,12 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             max_message_size: cfg.smtp.max_message_size,
             max_recipients: cfg.smtp.max_recipients,
             max_errors: cfg.smtp.max_errors,
+            max_header_size: cfg.smtp.max_header_size,
         },
         max_connections: cfg.smtp.max_connections,
         command_timeout: cfg.smtp.command_timeout.0,
         data_timeout: cfg.smtp.data_timeout.0,
+        check_budget: smtp::budget::CheckBudget::new(cfg.smtp.check_memory),
     });
 
     let control_task = tokio::spawn(control::serve(

@@ -31,6 +31,8 @@ fn ehlo_advertises_pipelining_size_8bitmime_smtputf8_enhancedstatuscodes() {
         assert!(r.lines().any(|l| l[4..] == *cap), "missing {cap} in {r}");
     }
     assert!(!r.contains("STARTTLS") && !r.contains("AUTH"), "{r}");
+    // BDAT is refused, so CHUNKING is never offered.
+    assert!(!r.contains("CHUNKING"), "{r}");
     c.cmd("QUIT", "221");
 }
 

@@ -1,24 +1,24 @@
-//! One SMTP connection: reads bytes, feeds complete command lines to the
-//! [`Session`], answers pipelined commands in order (flushing when the input
-//! runs dry), and streams DATA into the spool's temp file so memory stays
-//! flat whatever the message size. The `250` after DATA is sent only once
-//! [`Incoming::commit`] has returned.
+//! One SMTP connection over any byte stream (TCP today, TLS after STARTTLS
+//! later): reads bytes, frames them with the [`codec`](super::codec), feeds
+//! commands to the [`Session`], answers pipelined commands in order
+//! (flushing when the input runs dry), and streams DATA into the spool's
+//! temp file so memory stays flat whatever the message size. The `250`
+//! after DATA is sent only once [`Incoming::commit`] has returned.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smtp_proto::Error as ProtoError;
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::capabilities::Capabilities;
+use super::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
 use super::reply::{self, Reply};
 use super::session::{Action, Session};
-use crate::message::crlf::CrlfNormalizer;
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
@@ -26,8 +26,9 @@ const READ_BUF: usize = 64 * 1024;
 /// Bytes per second a DATA transfer must average beyond its first
 /// `data_timeout` (Postfix's `smtpd_min_data_rate` is 500).
 const MIN_DATA_RATE: u64 = 512;
-/// Longest command line accepted (RFC 5321 asks for 512; extensions make lines longer).
-const MAX_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
+/// Longest command line accepted, line end included (RFC 5321 asks for 512;
+/// extensions make lines longer).
+pub const MAX_LINE: usize = 4096;
 
 /// Why the connection ends early.
 enum Stop {
@@ -37,17 +38,17 @@ enum Stop {
     Say(Reply),
 }
 
-pub async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
+pub async fn run<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let capabilities = Capabilities::standard(shared.limits.max_message_size);
     let mut conn = Conn {
         stream,
         peer,
         shared: shared.clone(),
-        session: Session::new(shared.hostname.clone(), shared.limits.clone()),
+        session: Session::new(shared.hostname.clone(), shared.limits.clone(), capabilities),
+        framer: LineFramer::new(MAX_LINE),
         out: Vec::with_capacity(1024),
         readbuf: vec![0; READ_BUF],
     };
@@ -61,94 +62,53 @@ pub async fn run(
     tracing::debug!(peer = %peer, "smtp session closed");
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     session: Session,
+    framer: LineFramer,
     out: Vec<u8>,
     readbuf: Vec<u8>,
 }
 
-impl Conn {
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     async fn serve(&mut self, shutdown: &CancellationToken) -> Stop {
         reply::greeting(self.session.hostname()).write_to(&mut self.out);
-        let mut receiver = RequestReceiver::default();
-        // Bytes of the current, unfinished command line already handed to `receiver`.
-        let mut partial = 0usize;
-        let mut skipping_long_line = false;
-        let mut input: Vec<u8> = Vec::new();
         // Each command must arrive whole within `command_timeout`: a client
         // trickling one byte at a time cannot hold a slot forever.
         let command_timeout = self.shared.command_timeout;
         let mut deadline = Instant::now() + command_timeout;
         loop {
             // Answer every complete command already received, in order.
-            let mut it = input.iter();
-            let mut start_data = None;
-            loop {
-                let rest = it.as_slice();
-                if skipping_long_line {
-                    match rest.iter().position(|&b| b == b'\n') {
-                        Some(pos) => {
-                            it = rest[pos + 1..].iter();
-                            skipping_long_line = false;
-                        }
-                        None => break,
-                    }
-                    continue;
-                }
-                if rest.is_empty() {
-                    break;
-                }
-                let parsed = match rest.iter().position(|&b| b == b'\n') {
-                    Some(pos) if partial + pos + 1 > MAX_LINE => {
-                        it = rest[pos + 1..].iter();
-                        Err(ProtoError::ResponseTooLong)
-                    }
-                    None if partial + rest.len() > MAX_LINE => {
-                        skipping_long_line = true;
-                        it = [].iter();
-                        Err(ProtoError::ResponseTooLong)
-                    }
-                    found => {
-                        partial = if found.is_some() {
-                            0
-                        } else {
-                            partial + rest.len()
-                        };
-                        let parsed = receiver.ingest(&mut it);
-                        if matches!(parsed, Err(ProtoError::NeedsMoreData { .. })) {
-                            break;
-                        }
-                        parsed
-                    }
+            while let Some(frame) = self.framer.next_frame() {
+                let action = match &frame {
+                    Frame::Command(line) => self.session.command(codec::parse_command(line)),
+                    Frame::TooLong => self.session.command(Err(ProtoError::ResponseTooLong)),
+                    // Raw mode is only entered by an exchange that consumes its lines.
+                    Frame::Raw(_) => self.session.command(Err(ProtoError::UnknownCommand)),
                 };
-                let too_long = matches!(parsed, Err(ProtoError::ResponseTooLong));
-                let action = self.session.command(parsed);
                 deadline = Instant::now() + command_timeout;
-                if too_long {
-                    receiver = RequestReceiver::default();
-                    partial = 0;
-                }
                 match action {
                     Action::Reply(r) => r.write_to(&mut self.out),
                     Action::Close(r) => return Stop::Say(r),
+                    Action::Discard { reply, bytes } => {
+                        reply.write_to(&mut self.out);
+                        self.framer.discard(bytes);
+                    }
                     Action::StartData => {
-                        start_data = Some(it.as_slice().to_vec());
-                        break;
+                        let rest = self.framer.take_rest();
+                        match self.data(&rest).await {
+                            Ok(leftover) => self.framer.push(&leftover),
+                            Err(stop) => return stop,
+                        }
+                        deadline = Instant::now() + command_timeout;
                     }
                 }
             }
-            if let Some(rest) = start_data {
-                input = match self.data(rest).await {
-                    Ok(rest) => rest,
-                    Err(stop) => return stop,
-                };
-                deadline = Instant::now() + command_timeout;
-                continue;
-            }
-            input.clear();
             if self.flush().await.is_err() {
                 return Stop::Gone;
             }
@@ -161,56 +121,45 @@ impl Conn {
             match read {
                 Err(_) => return Stop::Say(reply::timeout(self.session.hostname())),
                 Ok(Ok(0)) | Ok(Err(_)) => return Stop::Gone,
-                Ok(Ok(n)) => input.extend_from_slice(&self.readbuf[..n]),
+                Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
             }
         }
     }
 
     /// Runs one DATA phase. `rest` holds bytes received after the DATA line.
     /// Returns the bytes received after the end-of-data marker.
-    async fn data(&mut self, rest: Vec<u8>) -> Result<Vec<u8>, Stop> {
+    async fn data(&mut self, rest: &[u8]) -> Result<Vec<u8>, Stop> {
         let mut incoming = match self.shared.spool.receive().await {
             Ok(i) => Some(i),
             Err(e) => {
-                self.refuse_spool(&e);
+                let r = self.spool_reply(&e);
+                r.write_to(&mut self.out);
                 self.session.reset();
-                return Ok(rest);
+                return Ok(rest.to_vec());
             }
         };
         reply::start_data().write_to(&mut self.out);
         self.flush().await.map_err(|_| Stop::Gone)?;
 
-        let max = self.shared.limits.max_message_size;
-        let mut receiver = DataReceiver::new();
-        // The DATA line's CRLF starts the first line: without it, an empty
-        // message (".") or a dot-stuffed first line would not be recognised.
-        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
-        let mut norm = CrlfNormalizer::default();
-        let mut decoded = Vec::with_capacity(READ_BUF);
-        let mut normalized = Vec::with_capacity(READ_BUF + READ_BUF / 32);
-        let mut size: usize = 0;
+        let limits = &self.shared.limits;
+        let mut framer = DataFramer::new(limits.max_message_size, limits.max_header_size);
+        let mut decoded = Vec::with_capacity(READ_BUF + READ_BUF / 32);
         let mut write_error: Option<SpoolError> = None;
-        let mut input = rest;
         let started = Instant::now();
-        let mut received: u64 = 0;
+        let mut received = rest.len() as u64;
+        let mut ended = leftover(framer.push(rest, &mut decoded), rest);
         let leftover = loop {
-            received += input.len() as u64;
-            let mut it = input.iter();
-            let done = receiver.ingest(&mut it, &mut decoded);
-            let after = it.as_slice().to_vec();
-            normalized.clear();
-            norm.push(&decoded, &mut normalized);
-            decoded.clear();
-            size += normalized.len();
-            if size > max {
+            if framer.verdict() != Verdict::Ok {
                 incoming = None; // drop: the temp file goes away
             } else if let (Some(inc), None) = (incoming.as_mut(), &write_error)
-                && let Err(e) = inc.write(&normalized).await
+                && !decoded.is_empty()
+                && let Err(e) = inc.write(&decoded).await
             {
                 write_error = Some(e);
             }
-            if done {
-                break after;
+            decoded.clear();
+            if let Some(leftover) = ended {
+                break leftover;
             }
             // Silence may last `data_timeout`; beyond that first stretch the
             // transfer must also keep up MIN_DATA_RATE on average, so a
@@ -219,22 +168,39 @@ impl Conn {
             let budget = started + self.shared.data_timeout + earned;
             let deadline = (Instant::now() + self.shared.data_timeout).min(budget);
             let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
-            input = match read {
+            let n = match read {
                 Err(_) => return Err(Stop::Say(reply::timeout(self.session.hostname()))),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
-                Ok(Ok(n)) => self.readbuf[..n].to_vec(),
+                Ok(Ok(n)) => n,
             };
+            received += n as u64;
+            let input = &self.readbuf[..n];
+            ended = leftover(framer.push(input, &mut decoded), input);
         };
 
-        let r = if size > max {
-            metrics::counter!("postrelay_smtp_messages_total", "result" => "too_large")
-                .increment(1);
-            tracing::info!(peer = %self.peer, size, max, "message refused: too large");
-            reply::too_large(max)
-        } else if let Some(e) = write_error {
-            self.spool_reply(&e)
-        } else {
-            self.accept(incoming.expect("incoming kept")).await
+        let max = self.shared.limits.max_message_size;
+        let size = framer.size();
+        let r = match framer.verdict() {
+            Verdict::TooLarge => {
+                metrics::counter!("postrelay_smtp_messages_total", "result" => "too_large")
+                    .increment(1);
+                tracing::info!(peer = %self.peer, size, max, "message refused: too large");
+                reply::too_large(max)
+            }
+            Verdict::HeaderTooLarge => {
+                let max_header = self.shared.limits.max_header_size;
+                metrics::counter!("postrelay_smtp_messages_total", "result" => "header_too_large")
+                    .increment(1);
+                tracing::info!(peer = %self.peer, size, max_header, "message refused: header block too large");
+                reply::header_too_large(max_header)
+            }
+            Verdict::Ok => match write_error {
+                Some(e) => self.spool_reply(&e),
+                None => {
+                    let incoming = incoming.expect("kept while the verdict is Ok");
+                    self.accept(incoming, framer.structure_lines()).await
+                }
+            },
         };
         r.write_to(&mut self.out);
         self.session.reset();
@@ -242,10 +208,17 @@ impl Conn {
     }
 
     /// Checks the message against the backend's limits, then makes it durable.
-    async fn accept(&mut self, mut incoming: Incoming) -> Reply {
+    async fn accept(&mut self, mut incoming: Incoming, structure_lines: usize) -> Reply {
         if let Err(e) = incoming.finish().await {
             return self.spool_reply(&e);
         }
+        // Reading back and checking costs a multiple of the message's size:
+        // wait for room in the shared budget first.
+        let shared = self.shared.clone();
+        let permit = shared
+            .check_budget
+            .acquire(incoming.size() as usize, structure_lines)
+            .await;
         let raw = match tokio::fs::read(incoming.path()).await {
             Ok(raw) => raw,
             Err(e) => return self.spool_reply(&SpoolError::Io(e)),
@@ -254,6 +227,7 @@ impl Conn {
         let backend = self.shared.backend.clone();
         let env = envelope.clone();
         let checked = tokio::task::spawn_blocking(move || backend.check(&env, &raw)).await;
+        drop(permit);
         match checked {
             Ok(Ok(warnings)) => {
                 for w in &warnings {
@@ -298,11 +272,6 @@ impl Conn {
         }
     }
 
-    fn refuse_spool(&mut self, e: &SpoolError) {
-        let r = self.spool_reply(e);
-        r.write_to(&mut self.out);
-    }
-
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
@@ -314,5 +283,13 @@ impl Conn {
             Ok(r) => r,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
+    }
+}
+
+/// The pipelined bytes after the end of DATA, once it has ended.
+fn leftover(status: DataStatus, input: &[u8]) -> Option<Vec<u8>> {
+    match status {
+        DataStatus::More => None,
+        DataStatus::End { consumed } => Some(input[consumed..].to_vec()),
     }
 }

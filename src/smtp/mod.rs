@@ -1,8 +1,16 @@
 //! The SMTP listener: the accept loop, the cap on concurrent connections
 //! (`421 4.3.2` when full), and one task per connection. It owns sockets,
 //! timeouts, limits and replies; it knows the backend only as the pure
-//! check that refuses at `DATA` what the API would refuse later.
+//! check that refuses at `DATA` what the API would refuse later, and runs
+//! those checks within one memory budget.
+//!
+//! By role: [`codec`] frames bytes (pure), [`session`] decides (pure),
+//! [`reply`] words the answers, [`capabilities`] says what EHLO offers,
+//! [`budget`] bounds the checks' memory, `connection` does the I/O.
 
+pub mod budget;
+pub mod capabilities;
+pub mod codec;
 mod connection;
 pub mod reply;
 pub mod session;
@@ -18,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backends::Backend;
 use crate::spool::Spool;
+use budget::CheckBudget;
 use session::Limits;
 
 /// Everything a connection needs, shared by all of them.
@@ -29,6 +38,8 @@ pub struct Shared {
     pub max_connections: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// Shared by every DATA-time check (`smtp.check_memory`).
+    pub check_budget: CheckBudget,
 }
 
 /// Accepts connections until `shutdown`; connection tasks join `tracker`.

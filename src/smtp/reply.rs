@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use super::capabilities::Capabilities;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
@@ -45,15 +47,9 @@ pub fn greeting(host: &str) -> Reply {
     Reply::new(220, "", format!("{host} ESMTP postrelay"))
 }
 
-pub fn ehlo(host: &str, client: &str, max_size: usize) -> Reply {
+pub fn ehlo(host: &str, client: &str, capabilities: &Capabilities) -> Reply {
     let mut r = Reply::new(250, "", format!("{host} greets {client}"));
-    r.lines = vec![
-        "PIPELINING".into(),
-        format!("SIZE {max_size}"),
-        "8BITMIME".into(),
-        "SMTPUTF8".into(),
-        "ENHANCEDSTATUSCODES".into(),
-    ];
+    r.lines = capabilities.lines();
     r
 }
 
@@ -99,6 +95,21 @@ pub fn too_large(max: usize) -> Reply {
         552,
         "5.3.4",
         format!("Message size exceeds fixed maximum message size of {max} bytes"),
+    )
+}
+pub fn header_too_large(max: usize) -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        format!("Header block exceeds fixed maximum header size of {max} bytes"),
+    )
+}
+/// A `BDAT` chunk too large to read and drop: the session cannot go on.
+pub fn chunk_too_large(max: usize) -> Reply {
+    Reply::new(
+        421,
+        "4.3.4",
+        format!("BDAT not implemented and the chunk exceeds {max} bytes, closing connection"),
     )
 }
 pub fn too_many_recipients(max: usize) -> Reply {
@@ -188,7 +199,11 @@ mod tests {
 
     #[test]
     fn ehlo_lists_capabilities_as_continuation_lines() {
-        let w = wire(&ehlo("relay.local", "client", 1000));
+        let w = wire(&ehlo(
+            "relay.local",
+            "client",
+            &Capabilities::standard(1000),
+        ));
         assert_eq!(
             w,
             "250-relay.local greets client\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use smtp_proto::{Error as ProtoError, Request};
 
+use super::capabilities::Capabilities;
 use super::reply::{self, Reply};
 use crate::message::Envelope;
 
@@ -15,6 +16,8 @@ pub struct Limits {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_errors: u32,
+    /// Bytes of header block (before the first empty line) a message may carry.
+    pub max_header_size: usize,
 }
 
 /// What the connection does after a command.
@@ -25,12 +28,18 @@ pub enum Action {
     StartData,
     /// Send the reply and close the connection.
     Close(Reply),
+    /// Send the reply, then drop the next `bytes` bytes unread (a `BDAT` chunk).
+    Discard {
+        reply: Reply,
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
 pub struct Session {
     hostname: String,
     limits: Limits,
+    capabilities: Capabilities,
     helo: Option<String>,
     mail_from: Option<String>,
     rcpts: Vec<String>,
@@ -44,10 +53,11 @@ pub struct Session {
 pub const JUNK_LIMIT: u32 = 100;
 
 impl Session {
-    pub fn new(hostname: String, limits: Limits) -> Session {
+    pub fn new(hostname: String, limits: Limits, capabilities: Capabilities) -> Session {
         Session {
             hostname,
             limits,
+            capabilities,
             helo: None,
             mail_from: None,
             rcpts: Vec::new(),
@@ -72,6 +82,11 @@ impl Session {
         }
     }
 
+    /// What EHLO will advertise from now on (STARTTLS and AUTH change it).
+    pub fn set_capabilities(&mut self, capabilities: Capabilities) {
+        self.capabilities = capabilities;
+    }
+
     /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO).
     pub fn reset(&mut self) {
         self.mail_from = None;
@@ -88,11 +103,7 @@ impl Session {
             Request::Ehlo { host } => {
                 self.reset();
                 self.helo = Some(host.to_string());
-                Action::Reply(reply::ehlo(
-                    &self.hostname,
-                    &host,
-                    self.limits.max_message_size,
-                ))
+                Action::Reply(reply::ehlo(&self.hostname, &host, &self.capabilities))
             }
             Request::Helo { host } => {
                 self.reset();
@@ -150,6 +161,18 @@ impl Session {
             Request::Noop { .. } => self.junk(reply::ok()),
             Request::Quit => Action::Close(reply::bye()),
             Request::Vrfy { .. } => self.junk(reply::vrfy()),
+            // CHUNKING is not offered: the chunk that follows is dropped, never
+            // read as commands; one too large to drop ends the session.
+            Request::Bdat { chunk_size, .. } => match self.error(reply::not_implemented("BDAT")) {
+                Action::Reply(_) if chunk_size > self.limits.max_message_size => {
+                    Action::Close(reply::chunk_too_large(self.limits.max_message_size))
+                }
+                Action::Reply(reply) => Action::Discard {
+                    reply,
+                    bytes: chunk_size,
+                },
+                close => close,
+            },
             Request::Help { .. } => self.junk(reply::help()),
             other => {
                 let name = other.name();
@@ -221,7 +244,9 @@ mod tests {
                 max_message_size: 1000,
                 max_recipients: 2,
                 max_errors: 3,
+                max_header_size: 1000,
             },
+            Capabilities::standard(1000),
         )
     }
 
@@ -235,6 +260,7 @@ mod tests {
         match a {
             Action::Reply(r) | Action::Close(r) => r.code,
             Action::StartData => 354,
+            Action::Discard { reply, .. } => reply.code,
         }
     }
 
@@ -309,5 +335,36 @@ mod tests {
             assert!(matches!(run(&mut s, "BOGUS"), Action::Reply(_)));
         }
         assert!(matches!(run(&mut s, "BOGUS"), Action::Close(r) if r.code == 421));
+    }
+
+    #[test]
+    fn bdat_gets_502_and_its_chunk_is_dropped_or_the_session_closed() {
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        assert_eq!(
+            run(&mut s, "BDAT 10 LAST"),
+            Action::Discard {
+                reply: reply::not_implemented("BDAT"),
+                bytes: 10
+            }
+        );
+        assert!(matches!(run(&mut s, "BDAT 1001"), Action::Close(r) if r.code == 421));
+    }
+
+    #[test]
+    fn ehlo_advertises_the_capabilities_value() {
+        let mut s = session();
+        let Action::Reply(r) = run(&mut s, "EHLO c") else {
+            panic!("EHLO must be answered")
+        };
+        assert_eq!(r.lines, Capabilities::standard(1000).lines());
+        s.set_capabilities(Capabilities {
+            starttls: true,
+            ..Capabilities::standard(1000)
+        });
+        let Action::Reply(r) = run(&mut s, "EHLO c") else {
+            panic!("EHLO must be answered")
+        };
+        assert!(r.lines.contains(&"STARTTLS".to_string()));
     }
 }
