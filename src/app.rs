@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 use crate::backends;
 use crate::config::Loaded;
 use crate::control;
-use crate::delivery::{Engine, backoff::Backoff, ratelimit::Pacer};
+use crate::delivery::{Engine, Settings, backoff::Backoff};
+use crate::mapping::Mapper;
 use crate::observability::health::Health;
 use crate::observability::{http as admin_http, metrics as prom, notify};
 use crate::smtp::{self, session::Limits};
@@ -48,8 +49,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         stale_dead_letters_removed = recovery.stale_dead_letters_removed,
         "spool recovered"
     );
-    let backend =
+    let sender =
         backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
+    let mapper = Arc::new(Mapper::from_config(cfg));
     let health = Arc::new(Health::default());
     let metrics = prom::install()
         .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
@@ -70,18 +72,21 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
-    let engine = Arc::new(Engine {
-        spool: spool.clone(),
-        backend: backend.clone(),
-        pacer: Pacer::new(cfg.delivery.rate_limit),
-        backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
-        max_age: cfg.delivery.max_age.0,
-        concurrency: cfg.delivery.concurrency,
-        health: health.clone(),
-    });
+    let engine = Arc::new(Engine::new(
+        spool.clone(),
+        mapper.clone(),
+        sender.clone(),
+        Settings {
+            rate_limit: cfg.delivery.rate_limit,
+            backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
+            max_age: cfg.delivery.max_age.0,
+            concurrency: cfg.delivery.concurrency,
+        },
+        health.clone(),
+    ));
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
-        backend: backend.clone(),
+        mapper,
         hostname: cfg.smtp.hostname.clone(),
         limits: Limits {
             max_message_size: cfg.smtp.max_message_size,
@@ -110,7 +115,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         tokio::spawn(admin_http::serve(listener, state, shutdown.clone()))
     });
     tracing::info!(
-        backend = backend.name(),
+        backend = sender.name(),
         spool = %cfg.spool.dir.display(),
         max_message_size = cfg.smtp.max_message_size,
         max_recipients = cfg.smtp.max_recipients,
@@ -121,21 +126,42 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         max_age = %humantime::format_duration(cfg.delivery.max_age.0),
         "effective configuration (postrelay check-config prints all of it)"
     );
-    tracing::info!(addr = %smtp_addr, backend = backend.name(), "smtp listening on {smtp_addr}");
-    let smtp_task = tokio::spawn(smtp::serve(
+    tracing::info!(addr = %smtp_addr, backend = sender.name(), "smtp listening on {smtp_addr}");
+    let mut smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
         shared,
         shutdown.clone(),
         tracker.clone(),
     ));
-    let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
+    let mut engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
     notify::ready();
 
-    shutdown.cancelled().await;
+    // The listener and the engine run until shutdown. If either ends first
+    // (a panic, a bug), the daemon is not doing its job: readiness fails at
+    // once, the rest drains, and the process exits non-zero so the service
+    // manager restarts it.
+    let died = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut engine_task => Some(("the delivery engine", r)),
+        r = &mut smtp_task => Some(("the SMTP listener", r)),
+    };
+    if let Some((what, result)) = &died {
+        let why = match result {
+            Err(e) => format!("{what} failed: {e}"),
+            Ok(()) => format!("{what} stopped"),
+        };
+        tracing::error!(error = %why, "a core task ended; shutting down to be restarted");
+        health.set_broken(&why);
+        shutdown.cancel();
+    }
     notify::stopping();
     health.set_draining();
-    let _ = smtp_task.await;
-    let _ = engine_task.await;
+    if !smtp_task.is_finished() || died.as_ref().is_none_or(|(w, _)| !w.contains("SMTP")) {
+        let _ = (&mut smtp_task).await;
+    }
+    if died.as_ref().is_none_or(|(w, _)| !w.contains("engine")) {
+        let _ = (&mut engine_task).await;
+    }
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -149,5 +175,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     }
     let _ = control_task.await;
     tracing::info!("stopped");
-    Ok(())
+    match died {
+        Some((what, _)) => Err(anyhow::anyhow!("{what} ended unexpectedly")),
+        None => Ok(()),
+    }
 }

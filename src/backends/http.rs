@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::delivery::outcome::Outcome;
+use crate::backends::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -260,14 +260,14 @@ pub struct Answered {
 /// Every failure before an answer is already an [`Outcome`]: a configuration
 /// fault for an unusable URL or credential (`key` names the config key), a
 /// transient one for the network.
-pub async fn post_json(
+pub async fn post_json<B: serde::Serialize + ?Sized>(
     client: &reqwest::Client,
     endpoint: &Result<reqwest::Url, String>,
     header: &'static str,
     secret: &SecretString,
     key: &str,
     api: &str,
-    body: &serde_json::Value,
+    body: &B,
 ) -> Result<Answered, Outcome> {
     let endpoint = match endpoint {
         Ok(url) => url.clone(),

@@ -26,7 +26,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::http;
-use crate::delivery::outcome::Outcome;
+use crate::backends::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -57,7 +57,7 @@ impl PostalClient {
     }
 
     /// POST {api_url}/api/v1/send/raw with X-Server-API-Key, JSON body.
-    pub async fn send(&self, body: &serde_json::Value) -> Outcome {
+    pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
         let answered = http::post_json(
             &self.client,
             &self.endpoint,

@@ -31,7 +31,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::http;
-use crate::delivery::outcome::Outcome;
+use crate::backends::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -64,7 +64,7 @@ impl PostmarkClient {
     }
 
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
-    pub async fn send(&self, body: &serde_json::Value) -> Outcome {
+    pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
         let answered = http::post_json(
             &self.client,
             &self.endpoint,

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashSet};
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::{ApiCall, Mapped, MappingError, MappingOptions, format_address, unique_recipients};
+use super::{
+    ApiCall, Mapped, MappingError, MappingOptions, SharedBody, format_address, unique_recipients,
+};
 use crate::message::Envelope;
 use crate::message::parse::{self, Mailbox, ParsedMessage};
 
@@ -103,25 +105,36 @@ pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Map
     let controls = read_controls(&parsed, opts, &mut warnings)?;
     let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
 
+    let shared = match serde_json::to_value(&template) {
+        Ok(serde_json::Value::Object(fields)) => SharedBody::new(fields),
+        Ok(_) => unreachable!("a struct serializes as a JSON object"),
+        Err(e) => {
+            return Err(MappingError::Limit(format!(
+                "cannot encode the Postmark request: {e}"
+            )));
+        }
+    };
+    drop(template);
+
     let recipients = unique_recipients(&envelope.rcpt_to);
     let mut calls = Vec::new();
     for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
-        let mut email = template.clone();
         let (to, cc, bcc) = address_fields(&parsed, chunk);
-        (email.to, email.cc, email.bcc) = (to, cc, bcc);
-        let body = serde_json::to_value(&email)
-            .map_err(|e| MappingError::Limit(format!("cannot encode the Postmark request: {e}")))?;
-        let size = serde_json::to_vec(&body).map_or(usize::MAX, |v| v.len());
+        let own: serde_json::Map<String, serde_json::Value> =
+            [("To", to), ("Cc", cc), ("Bcc", bcc)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                .collect();
+        let call = ApiCall::new(chunk.to_vec(), shared.clone(), own);
+        let size = call.encoded_len();
         if size > opts.max_message_size {
             return Err(MappingError::Limit(format!(
                 "message size {size} bytes after base64 exceeds Postmark's {}-byte limit",
                 opts.max_message_size
             )));
         }
-        calls.push(ApiCall {
-            recipients: chunk.to_vec(),
-            body,
-        });
+        calls.push(call);
     }
     Ok(Mapped { calls, warnings })
 }

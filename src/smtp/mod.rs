@@ -16,14 +16,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backends::Backend;
+use crate::mapping::Mapper;
 use crate::spool::Spool;
 use session::Limits;
 
 /// Everything a connection needs, shared by all of them.
 pub struct Shared {
     pub spool: Arc<Spool>,
-    pub backend: Arc<dyn Backend>,
+    pub mapper: Arc<Mapper>,
     pub hostname: String,
     pub limits: Limits,
     pub max_connections: usize,
