@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -127,41 +129,24 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         "effective configuration (postrelay check-config prints all of it)"
     );
     tracing::info!(addr = %smtp_addr, backend = sender.name(), "smtp listening on {smtp_addr}");
-    let mut smtp_task = tokio::spawn(smtp::serve(
+    let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
         shared,
         shutdown.clone(),
         tracker.clone(),
     ));
-    let mut engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
+    let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
     notify::ready();
 
-    // The listener and the engine run until shutdown. If either ends first
-    // (a panic, a bug), the daemon is not doing its job: readiness fails at
-    // once, the rest drains, and the process exits non-zero so the service
-    // manager restarts it.
-    let died = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        r = &mut engine_task => Some(("the delivery engine", r)),
-        r = &mut smtp_task => Some(("the SMTP listener", r)),
-    };
-    if let Some((what, result)) = &died {
-        let why = match result {
-            Err(e) => format!("{what} failed: {e}"),
-            Ok(()) => format!("{what} stopped"),
-        };
-        tracing::error!(error = %why, "a core task ended; shutting down to be restarted");
-        health.set_broken(&why);
-        shutdown.cancel();
-    }
-    notify::stopping();
-    health.set_draining();
-    if !smtp_task.is_finished() || died.as_ref().is_none_or(|(w, _)| !w.contains("SMTP")) {
-        let _ = (&mut smtp_task).await;
-    }
-    if died.as_ref().is_none_or(|(w, _)| !w.contains("engine")) {
-        let _ = (&mut engine_task).await;
-    }
+    let died = supervise(
+        vec![
+            ("the delivery engine", engine_task),
+            ("the SMTP listener", smtp_task),
+        ],
+        &shutdown,
+        &health,
+    )
+    .await;
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -176,7 +161,84 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     let _ = control_task.await;
     tracing::info!("stopped");
     match died {
-        Some((what, _)) => Err(anyhow::anyhow!("{what} ended unexpectedly")),
+        Some(why) => Err(anyhow::anyhow!(
+            "{why}: exiting so the service manager restarts postrelay"
+        )),
         None => Ok(()),
+    }
+}
+
+/// Waits for `shutdown` while the core tasks (the SMTP listener, the
+/// delivery engine) run, then for all of them to end. If one ends first (a
+/// panic, a bug), the daemon is no longer doing its job: readiness fails at
+/// once, everything drains, and the reason is returned so the process exits
+/// non-zero and the service manager restarts it.
+async fn supervise(
+    core: Vec<(&'static str, JoinHandle<()>)>,
+    shutdown: &CancellationToken,
+    health: &Health,
+) -> Option<String> {
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    for (what, task) in core {
+        let ended_tx = ended_tx.clone();
+        tokio::spawn(async move {
+            let _ = ended_tx.send((what, task.await));
+        });
+    }
+    drop(ended_tx);
+    let died = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        Some((what, result)) = ended.recv() => Some(match result {
+            Err(e) => format!("{what} failed: {e}"),
+            Ok(()) => format!("{what} stopped"),
+        }),
+    };
+    if let Some(why) = &died {
+        tracing::error!(error = %why, "a core task ended; shutting down to be restarted");
+        health.set_broken(why);
+        shutdown.cancel();
+    }
+    notify::stopping();
+    health.set_draining();
+    while ended.recv().await.is_some() {}
+    died
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dying_core_task_fails_readiness_and_stops_the_others() {
+        let shutdown = CancellationToken::new();
+        let health = Health::default();
+        let token = shutdown.clone();
+        let engine = tokio::spawn(async { panic!("engine bug") });
+        let listener = tokio::spawn(async move { token.cancelled().await });
+        let died = supervise(
+            vec![
+                ("the delivery engine", engine),
+                ("the SMTP listener", listener),
+            ],
+            &shutdown,
+            &health,
+        )
+        .await;
+        let why = died.expect("reported");
+        assert!(why.starts_with("the delivery engine failed"), "{why}");
+        assert!(shutdown.is_cancelled());
+        assert_eq!(health.fault(), Some(why));
+    }
+
+    #[tokio::test]
+    async fn a_normal_shutdown_is_not_a_failure() {
+        let shutdown = CancellationToken::new();
+        let health = Health::default();
+        let token = shutdown.clone();
+        let listener = tokio::spawn(async move { token.cancelled().await });
+        shutdown.cancel();
+        let died = supervise(vec![("the SMTP listener", listener)], &shutdown, &health).await;
+        assert_eq!(died, None);
+        assert_eq!(health.fault(), None);
     }
 }
