@@ -187,11 +187,14 @@ async fn supervise(
     }
     drop(ended_tx);
     let died = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
-        Some((what, result)) = ended.recv() => Some(match result {
-            Err(e) => format!("{what} failed: {e}"),
-            Ok(()) => format!("{what} stopped"),
-        }),
+        Some((what, result)) = ended.recv() => match result {
+            // Ended because shutdown began meanwhile: not a failure.
+            Ok(()) if shutdown.is_cancelled() => None,
+            Err(e) => Some(format!("{what} failed: {e}")),
+            Ok(()) => Some(format!("{what} stopped")),
+        },
     };
     if let Some(why) = &died {
         tracing::error!(error = %why, "a core task ended; shutting down to be restarted");

@@ -35,6 +35,9 @@ pub trait Sender: Send + Sync {
 pub enum BackendError {
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    /// A setting the config should have refused (URL, credential).
+    #[error("{0}")]
+    Config(String),
     #[error("cannot prepare {path}: {source}")]
     Io {
         path: String,
@@ -61,7 +64,7 @@ pub fn build(
                 client,
                 &cfg.postmark.api_url,
                 token,
-            ))
+            )?)
         }
         BackendKind::Postal => {
             let key = secrets
@@ -74,7 +77,7 @@ pub fn build(
                 .clone()
                 .ok_or_else(|| missing("postal.api_url"))?;
             let client = http::build_client().map_err(|e| BackendError::Http(e.to_string()))?;
-            Arc::new(postal::PostalClient::new(client, &url, key))
+            Arc::new(postal::PostalClient::new(client, &url, key)?)
         }
     })
 }

@@ -17,6 +17,11 @@ use crate::backends::Outcome;
 /// A `Retry-After` above this pauses claiming instead of the pacer alone.
 pub const LONG_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// The probe period after a configuration fault (or `retry_max`, if shorter):
+/// one call every 10 s tells when the operator has fixed the credential, and
+/// picks up a message the operator retried, without a call per held message.
+pub const FAULT_PROBE_PERIOD: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
@@ -85,11 +90,12 @@ impl Gate {
         self.probe_unused(now);
     }
 
-    /// Learns from one API answer. `hold` is the pause for a configuration fault.
+    /// Learns from one API answer. `hold` (`retry_max`) caps the probe
+    /// period after a configuration fault.
     pub fn observe(&self, outcome: &Outcome, now: Instant, hold: Duration) {
         let mut state = self.state.lock().expect("gate lock");
         let pause = match outcome {
-            Outcome::ConfigFault { .. } => Some(hold),
+            Outcome::ConfigFault { .. } => Some(hold.min(FAULT_PROBE_PERIOD)),
             Outcome::Transient {
                 throttled: true,
                 retry_after: Some(wait),
@@ -123,7 +129,7 @@ impl Gate {
 mod tests {
     use super::*;
 
-    const HOLD: Duration = Duration::from_secs(300);
+    const HOLD: Duration = FAULT_PROBE_PERIOD;
 
     fn fault() -> Outcome {
         Outcome::ConfigFault {
@@ -170,7 +176,7 @@ mod tests {
         let t0 = Instant::now();
         gate.observe(&throttled(2), t0, HOLD);
         assert_eq!(gate.admit(t0), Admit::All);
-        gate.observe(&throttled(120), t0, HOLD);
+        gate.observe(&throttled(120), t0, Duration::from_secs(300));
         assert_eq!(gate.admit(t0), Admit::Until(t0 + Duration::from_secs(120)));
     }
 
