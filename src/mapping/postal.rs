@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use super::{ApiCall, Mapped, MappingError, MappingOptions, SharedBody, unique_recipients};
 use crate::message::Envelope;
 use crate::message::crlf::to_crlf;
+use crate::message::parse;
 
 /// `mail_from` sent for the null sender, which Postal would reject as blank.
 pub const NULL_SENDER: &str = "<>";
@@ -87,7 +88,7 @@ fn rewrite(
     opts: &MappingOptions,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<u8>, MappingError> {
-    let fields = header_fields(msg);
+    let fields = parse::header_fields(msg);
     let mut actions = Vec::with_capacity(fields.len());
     let mut tags = 0;
     let mut unsupported = Vec::new();
@@ -154,32 +155,6 @@ fn rewrite(
     }
     out.extend_from_slice(&msg[copied_to..]);
     Ok(out)
-}
-
-/// Byte ranges of the header fields, each with its continuation lines and
-/// line ending, up to the first blank line (or the end of input when there
-/// is none). Lines without a colon are not fields and are left where they are.
-fn header_fields(msg: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut fields: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut pos = 0;
-    while pos < msg.len() {
-        let end = msg[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(msg.len(), |i| pos + i + 2);
-        let line = &msg[pos..end];
-        if line == b"\r\n" {
-            return fields;
-        }
-        let continuation = matches!(line[0], b' ' | b'\t');
-        match fields.last_mut() {
-            Some(last) if continuation && last.end == pos => last.end = end,
-            _ if !continuation && line.contains(&b':') => fields.push(pos..end),
-            _ => {}
-        }
-        pos = end;
-    }
-    fields
 }
 
 /// The field name: the bytes before the colon, trailing blanks removed.

@@ -20,8 +20,8 @@ use serde::Serialize;
 use super::{
     ApiCall, Mapped, MappingError, MappingOptions, SharedBody, format_address, unique_recipients,
 };
-use crate::message::Envelope;
 use crate::message::parse::{self, Mailbox, ParsedMessage};
+use crate::message::{Envelope, address};
 
 /// Postmark accepts at most this many recipients (To + Cc + Bcc) per message.
 pub const MAX_RECIPIENTS_PER_CALL: usize = 50;
@@ -203,11 +203,11 @@ fn bodies(parsed: &ParsedMessage) -> Result<(Option<String>, Option<String>), Ma
 /// recipients; every other recipient of the call goes to Bcc. Each address
 /// appears once across the three fields.
 fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, String) {
-    let wanted: HashSet<String> = chunk.iter().map(|r| r.to_ascii_lowercase()).collect();
+    let wanted: HashSet<String> = chunk.iter().map(|r| address::key(r)).collect();
     let mut placed = HashSet::new();
     let mut pick = |list: &[Mailbox]| -> String {
         let chosen = list.iter().filter(|m| {
-            let key = m.addr.to_ascii_lowercase();
+            let key = address::key(&m.addr);
             wanted.contains(&key) && placed.insert(key)
         });
         join(chosen)
@@ -216,7 +216,7 @@ fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, 
     let cc = pick(&parsed.cc);
     let bcc: Vec<&str> = chunk
         .iter()
-        .filter(|r| placed.insert(r.to_ascii_lowercase()))
+        .filter(|r| placed.insert(address::key(r)))
         .map(String::as_str)
         .collect();
     (to, cc, bcc.join(", "))
