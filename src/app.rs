@@ -138,15 +138,13 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
     notify::ready();
 
-    let died = supervise(
-        vec![
-            ("the delivery engine", engine_task),
-            ("the SMTP listener", smtp_task),
-        ],
-        &shutdown,
-        &health,
-    )
-    .await;
+    let mut core = vec![
+        ("the delivery engine", engine_task),
+        ("the SMTP listener", smtp_task),
+        ("the control socket", control_task),
+    ];
+    core.extend(admin_task.map(|t| ("the admin HTTP listener", t)));
+    let died = supervise(core, &shutdown, &health).await;
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -155,10 +153,6 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             "shutdown_timeout reached with work in flight; unfinished messages stay queued"
         );
     }
-    if let Some(t) = admin_task {
-        let _ = t.await;
-    }
-    let _ = control_task.await;
     tracing::info!("stopped");
     match died {
         Some(why) => Err(anyhow::anyhow!(
@@ -168,8 +162,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// Waits for `shutdown` while the core tasks (the SMTP listener, the
-/// delivery engine) run, then for all of them to end. If one ends first (a
+/// Waits for `shutdown` while the core tasks (the listeners, the delivery
+/// engine) run, then for all of them to end. If one ends first (a
 /// panic, a bug), the daemon is no longer doing its job: readiness fails at
 /// once, everything drains, and the reason is returned so the process exits
 /// non-zero and the service manager restarts it.
