@@ -17,6 +17,12 @@ use std::sync::Arc;
 
 pub use outcome::Outcome;
 
+/// The scripted API stand-in the integration tests use: one HTTP mock for
+/// the whole crate.
+#[cfg(test)]
+#[path = "../../tests/support/api_mock.rs"]
+mod api_mock;
+
 use crate::config::{BackendKind, Config, Secrets};
 use crate::mapping::ApiCall;
 
