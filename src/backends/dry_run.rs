@@ -1,7 +1,7 @@
-//! The `dry-run` backend: maps the message exactly as for Postmark, writes the
-//! request body it would have sent to `<spool>/dry-run/<id>.json` (further
-//! parts of a split message: `<id>.2.json`, ...), and reports it delivered.
-//! Nothing leaves the host.
+//! The `dry-run` backend: takes the calls mapped exactly as for Postmark,
+//! writes each request body it would have sent to `<spool>/dry-run/<id>.json`
+//! (further parts of a split message: `<id>.2.json`, ...), and reports it
+//! delivered. Nothing leaves the host.
 
 use std::path::PathBuf;
 

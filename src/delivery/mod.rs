@@ -1,7 +1,7 @@
 //! The delivery engine: claims due messages from the spool, maps them
 //! (`mapping`), paces the API calls, sends them (`backends`), then decides
-//! purely what becomes of each message ([`decide`]) and applies that decision
-//! to the spool in one place ([`apply`]). It is the only place outcomes turn
+//! purely what becomes of each message (`decide`) and applies that decision
+//! to the spool in one place (`apply`). It is the only place outcomes turn
 //! into spool state.
 //!
 //! Time: scheduling runs on the tokio clock (`tokio::time::Instant`), so
