@@ -350,3 +350,23 @@ async fn a_credentials_fault_pauses_claiming_with_one_probe_per_period() {
     assert!(ids.iter().all(|id| rig.failed(id).is_none()));
     assert!(rig.health.fault().is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_pauses_claiming_instead_of_parking_workers() {
+    let throttled = Outcome::Transient {
+        reason: "HTTP 429".into(),
+        retry_after: Some(120 * SECOND),
+        throttled: true,
+    };
+    let api = Scripted::new(vec![throttled], ok());
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    for _ in 0..3 {
+        rig.queue(1, MSG).await;
+    }
+    assert!(rig.until(5 * SECOND, |r| r.api.count() >= 1).await);
+    tokio::time::sleep(100 * SECOND).await;
+    assert_eq!(rig.api.count(), 1, "nothing is claimed during Retry-After");
+    assert!(rig.until(60 * SECOND, |r| r.queue_len() == 0).await);
+    let t = rig.api.times();
+    assert!(t[1] - t[0] >= 120 * SECOND, "{t:?}");
+}

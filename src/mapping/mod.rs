@@ -264,6 +264,34 @@ mod tests {
     }
 
     #[test]
+    fn the_calls_of_a_split_message_share_one_body() {
+        let envelope = crate::message::Envelope {
+            mail_from: "s@x.org".into(),
+            rcpt_to: (0..120).map(|i| format!("r{i}@x.org")).collect(),
+        };
+        let raw = format!(
+            "From: s@x.org\r\nSubject: big\r\n\r\n{}\r\n",
+            "x".repeat(100_000)
+        );
+        let opts = MappingOptions {
+            default_stream: "outbound".into(),
+            ignore_unsupported: false,
+            max_message_size: 10 << 20,
+        };
+        let mapped = postmark::map(&envelope, raw.as_bytes(), &opts).unwrap();
+        assert_eq!(mapped.calls.len(), 3);
+        for call in &mapped.calls[1..] {
+            assert!(Arc::ptr_eq(&call.shared, &mapped.calls[0].shared));
+            // Only the recipient fields are the call's own.
+            assert!(
+                call.own
+                    .keys()
+                    .all(|k| ["To", "Cc", "Bcc"].contains(&k.as_str()))
+            );
+        }
+    }
+
+    #[test]
     fn unique_recipients_drops_case_insensitive_duplicates_keeping_first_spelling() {
         let rcpt = ["A@x.org", "b@x.org", "a@X.ORG", " ", "b@x.org"].map(String::from);
         assert_eq!(unique_recipients(&rcpt), ["A@x.org", "b@x.org"]);
