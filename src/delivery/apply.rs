@@ -13,7 +13,7 @@ use super::Engine;
 use super::decide::Decision;
 use super::spool_port::Claim;
 use crate::observability::maillog;
-use crate::spool::{Failure, Meta};
+use crate::spool::{Failure, Meta, SpoolError};
 
 /// Runs `work` on the blocking pool. `Err` carries the panic's text; the
 /// panic is logged here with `what`. Values moved into `work` (a claim) are
@@ -28,6 +28,14 @@ pub async fn blocking<T: Send + 'static>(
     })
 }
 
+/// [`blocking`] for a spool call: a spool error or a panic, as text.
+async fn spool_call(
+    what: &'static str,
+    work: impl FnOnce() -> Result<(), SpoolError> + Send + 'static,
+) -> Result<(), String> {
+    blocking(what, work).await?.map_err(|e| e.to_string())
+}
+
 impl Engine {
     pub(super) async fn apply(&self, claim: Claim, mut meta: Meta, decision: Decision) {
         let backend = self.sender.name();
@@ -38,18 +46,14 @@ impl Engine {
             Decision::Complete => {
                 self.health.clear_fault();
                 self.ages.forget(&id);
-                match blocking("spool remover", move || spool.complete(claim)).await {
-                    Ok(Ok(())) => {
-                        maillog::done(&meta, backend);
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(format!(
-                        "delivered, but cannot remove from spool: it may be sent again: {e}"
-                    )),
-                    Err(e) => Err(format!(
-                        "delivered, but cannot remove from spool: it may be sent again: {e}"
-                    )),
-                }
+                let removed = spool_call("spool remover", move || spool.complete(claim)).await;
+                removed
+                    .map(|()| maillog::done(&meta, backend))
+                    .map_err(|e| {
+                        format!(
+                            "delivered, but cannot remove from spool: it may be sent again: {e}"
+                        )
+                    })
             }
             Decision::Reschedule { at, reason } => {
                 meta.last_error = Some(reason);
@@ -60,7 +64,12 @@ impl Engine {
             Decision::Hold { at, code, reason } => {
                 meta.last_error = Some(reason);
                 meta.held = true;
-                maillog::held(&meta, backend, code.as_deref(), round(at - now));
+                maillog::held(
+                    &meta,
+                    backend,
+                    code.as_deref(),
+                    round(at.saturating_duration_since(now)),
+                );
                 self.reschedule(claim, meta, at).await
             }
             Decision::DeadLetter { code, reason } => {
@@ -71,20 +80,13 @@ impl Engine {
                 });
                 self.ages.forget(&id);
                 let m = meta.clone();
-                let moved = blocking("spool mover", move || spool.dead_letter(claim, &m)).await;
-                match moved {
-                    Ok(Ok(())) => {
+                let moved = spool_call("spool mover", move || spool.dead_letter(claim, &m)).await;
+                moved
+                    .map(|()| {
                         metrics::counter!("postrelay_dead_letters_total").increment(1);
                         maillog::failed(&meta, backend);
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(format!(
-                        "cannot move message to failed/; it stays queued: {e}"
-                    )),
-                    Err(e) => Err(format!(
-                        "cannot move message to failed/; it stays queued: {e}"
-                    )),
-                }
+                    })
+                    .map_err(|e| format!("cannot move message to failed/; it stays queued: {e}"))
             }
             Decision::Release { at } => {
                 spool.release(claim, at);
@@ -98,9 +100,7 @@ impl Engine {
 
     async fn reschedule(&self, claim: Claim, meta: Meta, at: Instant) -> Result<(), String> {
         let spool = self.spool.clone();
-        blocking("spool writer", move || spool.reschedule(claim, &meta, at))
-            .await?
-            .map_err(|e| e.to_string())
+        spool_call("spool writer", move || spool.reschedule(claim, &meta, at)).await
     }
 }
 
