@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backends;
 use crate::config::Loaded;
 use crate::control;
-use crate::delivery::{Engine, backoff::Backoff, ratelimit::Pacer};
+use crate::delivery::{Engine, Settings, backoff::Backoff};
+use crate::mapping::Mapper;
 use crate::observability::health::Health;
 use crate::observability::{http as admin_http, metrics as prom, notify};
 use crate::smtp::{self, session::Limits};
@@ -48,8 +51,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         stale_dead_letters_removed = recovery.stale_dead_letters_removed,
         "spool recovered"
     );
-    let backend =
+    let sender =
         backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
+    let mapper = Arc::new(Mapper::from_config(cfg));
     let health = Arc::new(Health::default());
     let metrics = prom::install()
         .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
@@ -70,18 +74,21 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
-    let engine = Arc::new(Engine {
-        spool: spool.clone(),
-        backend: backend.clone(),
-        pacer: Pacer::new(cfg.delivery.rate_limit),
-        backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
-        max_age: cfg.delivery.max_age.0,
-        concurrency: cfg.delivery.concurrency,
-        health: health.clone(),
-    });
+    let engine = Arc::new(Engine::new(
+        spool.clone(),
+        mapper.clone(),
+        sender.clone(),
+        Settings {
+            rate_limit: cfg.delivery.rate_limit,
+            backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
+            max_age: cfg.delivery.max_age.0,
+            concurrency: cfg.delivery.concurrency,
+        },
+        health.clone(),
+    ));
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
-        backend: backend.clone(),
+        mapper,
         hostname: cfg.smtp.hostname.clone(),
         limits: Limits {
             max_message_size: cfg.smtp.max_message_size,
@@ -112,7 +119,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         tokio::spawn(admin_http::serve(listener, state, shutdown.clone()))
     });
     tracing::info!(
-        backend = backend.name(),
+        backend = sender.name(),
         spool = %cfg.spool.dir.display(),
         max_message_size = cfg.smtp.max_message_size,
         max_recipients = cfg.smtp.max_recipients,
@@ -123,7 +130,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         max_age = %humantime::format_duration(cfg.delivery.max_age.0),
         "effective configuration (postrelay check-config prints all of it)"
     );
-    tracing::info!(addr = %smtp_addr, backend = backend.name(), "smtp listening on {smtp_addr}");
+    tracing::info!(addr = %smtp_addr, backend = sender.name(), "smtp listening on {smtp_addr}");
     let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
         shared,
@@ -133,11 +140,13 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
     notify::ready();
 
-    shutdown.cancelled().await;
-    notify::stopping();
-    health.set_draining();
-    let _ = smtp_task.await;
-    let _ = engine_task.await;
+    let mut core = vec![
+        ("the delivery engine", engine_task),
+        ("the SMTP listener", smtp_task),
+        ("the control socket", control_task),
+    ];
+    core.extend(admin_task.map(|t| ("the admin HTTP listener", t)));
+    let died = supervise(core, &shutdown, &health).await;
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -146,10 +155,89 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             "shutdown_timeout reached with work in flight; unfinished messages stay queued"
         );
     }
-    if let Some(t) = admin_task {
-        let _ = t.await;
-    }
-    let _ = control_task.await;
     tracing::info!("stopped");
-    Ok(())
+    match died {
+        Some(why) => Err(anyhow::anyhow!(
+            "{why}: exiting so the service manager restarts postrelay"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Waits for `shutdown` while the core tasks (the listeners, the delivery
+/// engine) run, then for all of them to end. If one ends first (a
+/// panic, a bug), the daemon is no longer doing its job: readiness fails at
+/// once, everything drains, and the reason is returned so the process exits
+/// non-zero and the service manager restarts it.
+async fn supervise(
+    core: Vec<(&'static str, JoinHandle<()>)>,
+    shutdown: &CancellationToken,
+    health: &Health,
+) -> Option<String> {
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    for (what, task) in core {
+        let ended_tx = ended_tx.clone();
+        tokio::spawn(async move {
+            let _ = ended_tx.send((what, task.await));
+        });
+    }
+    drop(ended_tx);
+    let died = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        Some((what, result)) = ended.recv() => match result {
+            // Ended because shutdown began meanwhile: not a failure.
+            Ok(()) if shutdown.is_cancelled() => None,
+            Err(e) => Some(format!("{what} failed: {e}")),
+            Ok(()) => Some(format!("{what} stopped")),
+        },
+    };
+    if let Some(why) = &died {
+        tracing::error!(error = %why, "a core task ended; shutting down to be restarted");
+        health.set_broken(why);
+        shutdown.cancel();
+    }
+    notify::stopping();
+    health.set_draining();
+    while ended.recv().await.is_some() {}
+    died
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dying_core_task_fails_readiness_and_stops_the_others() {
+        let shutdown = CancellationToken::new();
+        let health = Health::default();
+        let token = shutdown.clone();
+        let engine = tokio::spawn(async { panic!("engine bug") });
+        let listener = tokio::spawn(async move { token.cancelled().await });
+        let died = supervise(
+            vec![
+                ("the delivery engine", engine),
+                ("the SMTP listener", listener),
+            ],
+            &shutdown,
+            &health,
+        )
+        .await;
+        let why = died.expect("reported");
+        assert!(why.starts_with("the delivery engine failed"), "{why}");
+        assert!(shutdown.is_cancelled());
+        assert_eq!(health.fault(), Some(why));
+    }
+
+    #[tokio::test]
+    async fn a_normal_shutdown_is_not_a_failure() {
+        let shutdown = CancellationToken::new();
+        let health = Health::default();
+        let token = shutdown.clone();
+        let listener = tokio::spawn(async move { token.cancelled().await });
+        shutdown.cancel();
+        let died = supervise(vec![("the SMTP listener", listener)], &shutdown, &health).await;
+        assert_eq!(died, None);
+        assert_eq!(health.fault(), None);
+    }
 }

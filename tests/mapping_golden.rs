@@ -113,7 +113,7 @@ fn render(result: Result<Mapped, MappingError>) -> (&'static str, String) {
             let calls: Vec<_> = mapped
                 .calls
                 .iter()
-                .map(|c| serde_json::json!({ "recipients": c.recipients, "body": c.body }))
+                .map(|c| serde_json::json!({ "recipients": c.recipients, "body": c.body() }))
                 .collect();
             let doc = serde_json::json!({ "calls": calls, "warnings": mapped.warnings });
             ("json", serde_json::to_string_pretty(&doc).unwrap() + "\n")

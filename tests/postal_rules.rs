@@ -27,9 +27,9 @@ fn map_ok(raw: &[u8], opts: &MappingOptions) -> Mapped {
 
 /// The message bytes Postal would receive.
 fn sent_data(mapped: &Mapped) -> Vec<u8> {
-    let data = mapped.calls[0].body["data"].as_str().unwrap();
+    let body = mapped.calls[0].body();
     base64::engine::general_purpose::STANDARD
-        .decode(data)
+        .decode(body["data"].as_str().unwrap())
         .unwrap()
 }
 
@@ -145,7 +145,7 @@ fn all_recipients_go_in_one_call_without_duplicates() {
     assert_eq!(mapped.calls.len(), 1);
     assert_eq!(mapped.calls[0].recipients.len(), 120);
     assert_eq!(
-        mapped.calls[0].body["rcpt_to"].as_array().unwrap().len(),
+        mapped.calls[0].body()["rcpt_to"].as_array().unwrap().len(),
         120
     );
 }
@@ -153,14 +153,15 @@ fn all_recipients_go_in_one_call_without_duplicates() {
 #[test]
 fn bounce_is_false_for_a_sender_and_true_for_the_null_sender() {
     let normal = map(&envelope("s@x.org", &["r@x.org"]), PLAIN, &opts()).unwrap();
-    assert_eq!(normal.calls[0].body["mail_from"], "s@x.org");
-    assert_eq!(normal.calls[0].body["bounce"], false);
+    assert_eq!(normal.calls[0].body()["mail_from"], "s@x.org");
+    assert_eq!(normal.calls[0].body()["bounce"], false);
     let dsn = map(&envelope("", &["r@x.org"]), PLAIN, &opts()).unwrap();
     assert_eq!(
-        dsn.calls[0].body["mail_from"], NULL_SENDER,
+        dsn.calls[0].body()["mail_from"],
+        NULL_SENDER,
         "Postal refuses a blank mail_from"
     );
-    assert_eq!(dsn.calls[0].body["bounce"], true);
+    assert_eq!(dsn.calls[0].body()["bounce"], true);
 }
 
 #[test]
@@ -195,5 +196,8 @@ fn bcc_header_is_removed_so_recipients_do_not_see_it() {
         sent_data(&mapped),
         b"From: a@x.org\r\nTo: r@x.org\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n"
     );
-    assert_eq!(mapped.calls[0].body["rcpt_to"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        mapped.calls[0].body()["rcpt_to"].as_array().unwrap().len(),
+        3
+    );
 }

@@ -1,28 +1,25 @@
-//! The `dry-run` backend: maps the message exactly as for Postmark, writes the
-//! request body it would have sent to `<spool>/dry-run/<id>.json` (further
-//! parts of a split message: `<id>.2.json`, ...), and reports it delivered.
-//! Nothing leaves the host.
+//! The `dry-run` backend: takes the calls mapped exactly as for Postmark,
+//! writes each request body it would have sent to `<spool>/dry-run/<id>.json`
+//! (further parts of a split message: `<id>.2.json`, ...), and reports it
+//! delivered. Nothing leaves the host.
 
 use std::path::PathBuf;
 
-use super::{Backend, BackendError, SendFuture};
-use crate::delivery::outcome::Outcome;
-use crate::mapping::{self, ApiCall, Mapped, MappingError, MappingOptions};
-use crate::message::Envelope;
-use crate::spool::fsio;
+use super::{BackendError, SendFuture, Sender};
+use crate::backends::Outcome;
+use crate::mapping::ApiCall;
 
 pub struct DryRun {
     dir: PathBuf,
-    options: MappingOptions,
 }
 
 impl DryRun {
-    pub fn new(dir: PathBuf, options: MappingOptions) -> Result<DryRun, BackendError> {
+    pub fn new(dir: PathBuf) -> Result<DryRun, BackendError> {
         std::fs::create_dir_all(&dir).map_err(|source| BackendError::Io {
             path: dir.display().to_string(),
             source,
         })?;
-        Ok(DryRun { dir, options })
+        Ok(DryRun { dir })
     }
 
     fn file_for(&self, id: &str, part: usize) -> PathBuf {
@@ -33,23 +30,15 @@ impl DryRun {
     }
 }
 
-impl Backend for DryRun {
+impl Sender for DryRun {
     fn name(&self) -> &'static str {
         "dry-run"
-    }
-
-    fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
-        mapping::postmark::map(envelope, raw, &self.options)
-    }
-
-    fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
-        super::postmark_check(envelope, raw, &self.options)
     }
 
     fn send<'a>(&'a self, id: &'a str, part: usize, call: &'a ApiCall) -> SendFuture<'a> {
         Box::pin(async move {
             let path = self.file_for(id, part);
-            let mut body = match serde_json::to_vec_pretty(&call.body) {
+            let mut body = match serde_json::to_vec_pretty(&call.body()) {
                 Ok(b) => b,
                 Err(e) => {
                     return Outcome::Permanent {
@@ -59,8 +48,7 @@ impl Backend for DryRun {
                 }
             };
             body.push(b'\n');
-            let written =
-                tokio::task::spawn_blocking(move || fsio::write_atomic(&path, &body)).await;
+            let written = tokio::task::spawn_blocking(move || write_whole(&path, &body)).await;
             match written {
                 Ok(Ok(())) => Outcome::Delivered {
                     api_id: Some(format!("dry-run-{id}-{}", part + 1)),
@@ -79,4 +67,17 @@ impl Backend for DryRun {
             }
         })
     }
+}
+
+/// Writes `bytes` beside `path` and renames it into place, so a reader never
+/// sees half a request. Not fsynced: dry-run output is for inspection only.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", ulid::Ulid::generate()));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::delivery::outcome::Outcome;
+use crate::backends::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -248,6 +248,48 @@ pub fn display_url(url: &reqwest::Url) -> String {
     shown.to_string()
 }
 
+/// Where and how to call one API: the endpoint URL and the credential
+/// header, both checked once when the backend is built (the config has
+/// validated them already; this turns them into their HTTP types).
+pub struct Endpoint {
+    url: reqwest::Url,
+    header: &'static str,
+    credential: reqwest::header::HeaderValue,
+}
+
+impl Endpoint {
+    /// `url_key` and `secret_key` name the config keys in error texts, which
+    /// never repeat the values.
+    pub fn new(
+        api_url: &str,
+        path: &str,
+        url_key: &str,
+        header: &'static str,
+        secret: &SecretString,
+        secret_key: &str,
+    ) -> Result<Endpoint, String> {
+        let url = endpoint_url(api_url, path, url_key)?;
+        let mut credential = reqwest::header::HeaderValue::from_str(secret.expose_secret())
+            .map_err(|_| {
+                format!(
+                    "{secret_key} contains characters that cannot go into an HTTP header \
+                     (a stray line break from a secret file?): check {secret_key}"
+                )
+            })?;
+        credential.set_sensitive(true);
+        Ok(Endpoint {
+            url,
+            header,
+            credential,
+        })
+    }
+
+    /// The URL without user name and password, for `Debug` output.
+    pub fn display(&self) -> String {
+        display_url(&self.url)
+    }
+}
+
 /// What an API answered: status, `Retry-After`, body.
 pub struct Answered {
     pub status: u16,
@@ -256,41 +298,17 @@ pub struct Answered {
 }
 
 /// One authenticated JSON POST, shared by the backends: the credential goes
-/// in `header` (marked sensitive), `Accept` and `Content-Type` are JSON.
-/// Every failure before an answer is already an [`Outcome`]: a configuration
-/// fault for an unusable URL or credential (`key` names the config key), a
-/// transient one for the network.
-pub async fn post_json(
+/// in the endpoint's header (marked sensitive), `Accept` and `Content-Type`
+/// are JSON. A failure before an answer is a transient [`Outcome`].
+pub async fn post_json<B: serde::Serialize + ?Sized>(
     client: &reqwest::Client,
-    endpoint: &Result<reqwest::Url, String>,
-    header: &'static str,
-    secret: &SecretString,
-    key: &str,
+    endpoint: &Endpoint,
     api: &str,
-    body: &serde_json::Value,
+    body: &B,
 ) -> Result<Answered, Outcome> {
-    let endpoint = match endpoint {
-        Ok(url) => url.clone(),
-        Err(reason) => {
-            return Err(Outcome::ConfigFault {
-                code: None,
-                reason: reason.clone(),
-            });
-        }
-    };
-    let Ok(mut credential) = reqwest::header::HeaderValue::from_str(secret.expose_secret()) else {
-        return Err(Outcome::ConfigFault {
-            code: None,
-            reason: format!(
-                "{key} contains characters that cannot go into an HTTP header \
-                 (a stray line break from a secret file?): check {key}"
-            ),
-        });
-    };
-    credential.set_sensitive(true);
     let response = client
-        .post(endpoint)
-        .header(header, credential)
+        .post(endpoint.url.clone())
+        .header(endpoint.header, endpoint.credential.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .json(body)
         .send()

@@ -26,7 +26,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::http;
-use crate::delivery::outcome::Outcome;
+use crate::backends::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -39,8 +39,7 @@ const API: &str = "Postal";
 /// Sends raw messages to a Postal server's legacy send API.
 pub struct PostalClient {
     client: reqwest::Client,
-    /// `{api_url}/api/v1/send/raw`, or why `api_url` is unusable.
-    endpoint: Result<reqwest::Url, String>,
+    endpoint: http::Endpoint,
     api_key: SecretString,
 }
 
@@ -48,26 +47,30 @@ impl PostalClient {
     /// `client` is the shared client from `http::build_client`; `api_url`
     /// is the Postal host (`https://postal.example.com`, a trailing slash is
     /// fine, a path prefix for a proxied install is kept).
-    pub fn new(client: reqwest::Client, api_url: &str, api_key: SecretString) -> Self {
-        PostalClient {
+    pub fn new(
+        client: reqwest::Client,
+        api_url: &str,
+        api_key: SecretString,
+    ) -> Result<Self, super::BackendError> {
+        let endpoint = http::Endpoint::new(
+            api_url,
+            "/api/v1/send/raw",
+            "postal.api_url",
+            KEY_HEADER,
+            &api_key,
+            "postal.api_key",
+        )
+        .map_err(super::BackendError::Config)?;
+        Ok(PostalClient {
             client,
-            endpoint: http::endpoint_url(api_url, "/api/v1/send/raw", "postal.api_url"),
+            endpoint,
             api_key,
-        }
+        })
     }
 
     /// POST {api_url}/api/v1/send/raw with X-Server-API-Key, JSON body.
-    pub async fn send(&self, body: &serde_json::Value) -> Outcome {
-        let answered = http::post_json(
-            &self.client,
-            &self.endpoint,
-            KEY_HEADER,
-            &self.api_key,
-            "postal.api_key",
-            API,
-            body,
-        )
-        .await;
+    pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
+        let answered = http::post_json(&self.client, &self.endpoint, API, body).await;
         let outcome = match answered {
             Ok(a) => match classify(a.status, &a.body) {
                 // Postal never sends Retry-After; a proxy in front of it may.
@@ -88,12 +91,8 @@ impl PostalClient {
 
 impl fmt::Debug for PostalClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let endpoint = match &self.endpoint {
-            Ok(url) => http::display_url(url),
-            Err(reason) => format!("<unusable: {reason}>"),
-        };
         f.debug_struct("PostalClient")
-            .field("endpoint", &endpoint)
+            .field("endpoint", &self.endpoint.display())
             .field("api_key", &"[redacted]")
             .finish_non_exhaustive()
     }

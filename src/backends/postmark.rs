@@ -31,7 +31,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::http;
-use crate::delivery::outcome::Outcome;
+use crate::backends::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -44,10 +44,7 @@ const API: &str = "Postmark";
 /// Sends mapped messages to Postmark's `/email` endpoint.
 pub struct PostmarkClient {
     client: reqwest::Client,
-    /// `{api_url}/email`, or why `api_url` is unusable (reported as a
-    /// `ConfigFault` on every send rather than panicking at start-up; the
-    /// config layer is expected to have rejected it already).
-    endpoint: Result<reqwest::Url, String>,
+    endpoint: http::Endpoint,
     token: SecretString,
 }
 
@@ -55,26 +52,30 @@ impl PostmarkClient {
     /// `client` is the shared client from `http::build_client`; `api_url`
     /// is the base address (`https://api.postmarkapp.com`, a trailing slash
     /// is fine).
-    pub fn new(client: reqwest::Client, api_url: &str, token: SecretString) -> Self {
-        PostmarkClient {
+    pub fn new(
+        client: reqwest::Client,
+        api_url: &str,
+        token: SecretString,
+    ) -> Result<Self, super::BackendError> {
+        let endpoint = http::Endpoint::new(
+            api_url,
+            "/email",
+            "postmark.api_url",
+            TOKEN_HEADER,
+            &token,
+            "postmark.server_token",
+        )
+        .map_err(super::BackendError::Config)?;
+        Ok(PostmarkClient {
             client,
-            endpoint: http::endpoint_url(api_url, "/email", "postmark.api_url"),
+            endpoint,
             token,
-        }
+        })
     }
 
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
-    pub async fn send(&self, body: &serde_json::Value) -> Outcome {
-        let answered = http::post_json(
-            &self.client,
-            &self.endpoint,
-            TOKEN_HEADER,
-            &self.token,
-            "postmark.server_token",
-            API,
-            body,
-        )
-        .await;
+    pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
+        let answered = http::post_json(&self.client, &self.endpoint, API, body).await;
         let outcome = match answered {
             Ok(a) => classify(a.status, &a.body, a.retry_after),
             Err(outcome) => outcome,
@@ -85,12 +86,8 @@ impl PostmarkClient {
 
 impl fmt::Debug for PostmarkClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let endpoint = match &self.endpoint {
-            Ok(url) => http::display_url(url),
-            Err(reason) => format!("<unusable: {reason}>"),
-        };
         f.debug_struct("PostmarkClient")
-            .field("endpoint", &endpoint)
+            .field("endpoint", &self.endpoint.display())
             .field("token", &"[redacted]")
             .finish_non_exhaustive()
     }

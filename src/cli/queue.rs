@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use super::{QueueCommand, Target};
-use crate::backends;
 use crate::config::Config;
 use crate::control::{self, Op, Report, Request};
+use crate::mapping::Mapper;
 use crate::spool::{self, Area, Meta, RecipientState, Spool, SpoolError};
 
 /// Runs a queue command; returns the process exit code.
@@ -172,13 +172,13 @@ fn show(root: &Path, id: &str, cfg: &Config) -> anyhow::Result<u8> {
         mail_from: meta.envelope.mail_from.clone(),
         rcpt_to: meta.pending_recipients(),
     };
-    match backends::map_for(cfg, &envelope, &raw) {
+    match Mapper::from_config(cfg).map(&envelope, &raw) {
         Ok(mapped) => {
             for call in &mapped.calls {
                 writeln!(
                     out,
                     "{}",
-                    serde_json::to_string_pretty(&redact_payload(call.body.clone()))?
+                    serde_json::to_string_pretty(&redact_payload(call.body()))?
                 )?;
             }
             for w in &mapped.warnings {

@@ -36,6 +36,13 @@ impl Backoff {
         jittered.max(floor.unwrap_or_default())
     }
 
+    /// The delay for a uniform draw `unit` in `[0, 1]`: `unit` × ceiling,
+    /// raised to `floor`. The deterministic core of [`delay`](Backoff::delay).
+    pub fn jittered(&self, attempt: u32, floor: Option<Duration>, unit: f64) -> Duration {
+        let jittered = self.ceiling(attempt).mul_f64(unit.clamp(0.0, 1.0));
+        jittered.max(floor.unwrap_or_default())
+    }
+
     pub fn max(&self) -> Duration {
         self.max
     }

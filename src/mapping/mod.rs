@@ -7,8 +7,16 @@
 //! delivered. Invariant: every (deduplicated) envelope recipient appears in
 //! exactly one call's `recipients`, and no other address is ever sent to.
 
+pub mod mapper;
 pub mod postal;
 pub mod postmark;
+
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+pub use mapper::{Mapper, MapperKind};
 
 /// Postmark's limit for one message, measured after base64 encoding.
 pub const POSTMARK_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
@@ -55,11 +63,118 @@ impl MappingError {
     }
 }
 
-/// One API call: the envelope recipients it delivers to, and its JSON body.
+/// The JSON fields every call of one message shares (bodies, attachments,
+/// sender, ...): built and measured once per message, never cloned per call.
+#[derive(Debug, PartialEq)]
+pub struct SharedBody {
+    fields: Map<String, Value>,
+    encoded_len: usize,
+}
+
+impl SharedBody {
+    pub fn new(fields: Map<String, Value>) -> Arc<SharedBody> {
+        let mut counter = ByteCounter(0);
+        // Writing a map of JSON values into a counter cannot fail.
+        let _ = serde_json::to_writer(&mut counter, &fields);
+        Arc::new(SharedBody {
+            fields,
+            encoded_len: counter.0,
+        })
+    }
+}
+
+/// One API call: the envelope recipients it delivers to, and its JSON body
+/// as the message's [`SharedBody`] plus this call's own (recipient) fields.
+/// The body is assembled only while it is serialized (`Serialize` writes the
+/// request body), so a message split into many calls holds its content once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiCall {
     pub recipients: Vec<String>,
-    pub body: serde_json::Value,
+    shared: Arc<SharedBody>,
+    own: Map<String, Value>,
+}
+
+impl ApiCall {
+    /// A call whose body is `shared` plus `own`; `own` must not repeat a
+    /// shared key.
+    pub fn new(
+        recipients: Vec<String>,
+        shared: Arc<SharedBody>,
+        own: Map<String, Value>,
+    ) -> ApiCall {
+        debug_assert!(own.keys().all(|k| !shared.fields.contains_key(k)));
+        ApiCall {
+            recipients,
+            shared,
+            own,
+        }
+    }
+
+    /// The whole request body as a JSON value: a copy, for display and tests.
+    pub fn body(&self) -> Value {
+        let mut body = self.shared.fields.clone();
+        body.extend(self.own.clone());
+        Value::Object(body)
+    }
+
+    /// The request body's length as `serde_json::to_vec` writes it,
+    /// computed from the shared part's length measured once.
+    pub fn encoded_len(&self) -> usize {
+        let own: usize = self
+            .own
+            .iter()
+            .map(|(k, v)| {
+                let mut counter = ByteCounter(0);
+                let _ = serde_json::to_writer(&mut counter, k);
+                let _ = serde_json::to_writer(&mut counter, v);
+                counter.0 + 1 // the colon
+            })
+            .sum();
+        // "{" + entries joined by "," + "}", the shared part already counted
+        // with its braces and inner commas.
+        match (self.shared.fields.len(), self.own.len()) {
+            (_, 0) => self.shared.encoded_len,
+            (0, k) => 2 + own + (k - 1),
+            (_, k) => self.shared.encoded_len + own + k,
+        }
+    }
+}
+
+/// Serializes as the request body: shared and own fields merged in key order
+/// (the order `serde_json::Map` keeps), without copying either.
+impl Serialize for ApiCall {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.shared.fields.len() + self.own.len()))?;
+        let mut shared = self.shared.fields.iter().peekable();
+        let mut own = self.own.iter().peekable();
+        loop {
+            let next = match (shared.peek(), own.peek()) {
+                (Some((a, _)), Some((b, _))) if a <= b => shared.next(),
+                (Some(_), Some(_)) => own.next(),
+                (Some(_), None) => shared.next(),
+                (None, Some(_)) => own.next(),
+                (None, None) => break,
+            };
+            if let Some((k, v)) = next {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// An `io::Write` that only counts bytes.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The calls for one message, plus notes for the log (features dropped under
@@ -77,7 +192,7 @@ pub fn unique_recipients(rcpt_to: &[String]) -> Vec<String> {
     rcpt_to
         .iter()
         .map(|r| r.trim())
-        .filter(|r| !r.is_empty() && seen.insert(r.to_ascii_lowercase()))
+        .filter(|r| !r.is_empty() && seen.insert(crate::message::address::key(r)))
         .map(str::to_string)
         .collect()
 }
@@ -114,6 +229,67 @@ pub fn quote_display_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_serializes_as_its_whole_body_and_knows_its_length() {
+        let shared = SharedBody::new(Map::from_iter([
+            ("From".to_string(), Value::from("s@x.org")),
+            ("TextBody".to_string(), Value::from("h\u{e9}llo \"q\"")),
+        ]));
+        let own = |pairs: &[(&str, &str)]| -> Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect()
+        };
+        let calls = [
+            ApiCall::new(vec![], shared.clone(), own(&[])),
+            ApiCall::new(
+                vec![],
+                shared.clone(),
+                own(&[("To", "a@x.org"), ("Bcc", "b@x.org")]),
+            ),
+            ApiCall::new(
+                vec![],
+                SharedBody::new(Map::new()),
+                own(&[("To", "a@x.org")]),
+            ),
+            ApiCall::new(vec![], SharedBody::new(Map::new()), own(&[])),
+        ];
+        for call in &calls {
+            let bytes = serde_json::to_vec(call).unwrap();
+            assert_eq!(bytes, serde_json::to_vec(&call.body()).unwrap());
+            assert_eq!(call.encoded_len(), bytes.len());
+        }
+    }
+
+    #[test]
+    fn the_calls_of_a_split_message_share_one_body() {
+        let envelope = crate::message::Envelope {
+            mail_from: "s@x.org".into(),
+            rcpt_to: (0..120).map(|i| format!("r{i}@x.org")).collect(),
+        };
+        let raw = format!(
+            "From: s@x.org\r\nSubject: big\r\n\r\n{}\r\n",
+            "x".repeat(100_000)
+        );
+        let opts = MappingOptions {
+            default_stream: "outbound".into(),
+            ignore_unsupported: false,
+            max_message_size: 10 << 20,
+        };
+        let mapped = postmark::map(&envelope, raw.as_bytes(), &opts).unwrap();
+        assert_eq!(mapped.calls.len(), 3);
+        for call in &mapped.calls[1..] {
+            assert!(Arc::ptr_eq(&call.shared, &mapped.calls[0].shared));
+            // Only the recipient fields are the call's own.
+            assert!(
+                call.own
+                    .keys()
+                    .all(|k| ["To", "Cc", "Bcc"].contains(&k.as_str()))
+            );
+        }
+    }
 
     #[test]
     fn unique_recipients_drops_case_insensitive_duplicates_keeping_first_spelling() {

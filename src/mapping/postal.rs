@@ -16,25 +16,19 @@
 //! `bounce: true` messages anyway, so `MAIL FROM:<>` is sent as `"<>"`.
 
 use base64::Engine as _;
-use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::{ApiCall, Mapped, MappingError, MappingOptions, unique_recipients};
+use super::{ApiCall, Mapped, MappingError, MappingOptions, SharedBody, unique_recipients};
 use crate::message::Envelope;
 use crate::message::crlf::to_crlf;
+use crate::message::parse;
 
 /// `mail_from` sent for the null sender, which Postal would reject as blank.
 pub const NULL_SENDER: &str = "<>";
 
-/// The JSON body of `send/raw`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RawMessage {
-    pub mail_from: String,
-    pub rcpt_to: Vec<String>,
-    /// Base64 of the rewritten message.
-    pub data: String,
-    /// True for the null sender, so Postal sends no bounce about a bounce.
-    pub bounce: bool,
-}
+// The JSON body of `send/raw`: `mail_from`, `rcpt_to`, `data` (base64 of the
+// rewritten message) and `bounce` (true for the null sender, so Postal sends
+// no bounce about a bounce).
 
 /// Maps one message to a single Postal call for all envelope recipients.
 pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Mapped, MappingError> {
@@ -55,20 +49,28 @@ pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Map
         });
     }
     let bounce = envelope.mail_from.is_empty();
-    let body = RawMessage {
-        mail_from: if bounce {
-            NULL_SENDER.to_string()
-        } else {
-            envelope.mail_from.clone()
-        },
-        rcpt_to: recipients.clone(),
-        data: base64::engine::general_purpose::STANDARD.encode(&data),
-        bounce,
+    let mail_from = if bounce {
+        NULL_SENDER.to_string()
+    } else {
+        envelope.mail_from.clone()
     };
-    let body = serde_json::to_value(&body)
-        .map_err(|e| MappingError::Limit(format!("cannot encode the Postal request: {e}")))?;
+    let data = base64::engine::general_purpose::STANDARD.encode(&data);
+    let shared = SharedBody::new(
+        [
+            ("mail_from", Value::String(mail_from)),
+            ("data", Value::String(data)),
+            ("bounce", Value::Bool(bounce)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    );
+    let own = Map::from_iter([(
+        "rcpt_to".to_string(),
+        Value::Array(recipients.iter().cloned().map(Value::String).collect()),
+    )]);
     Ok(Mapped {
-        calls: vec![ApiCall { recipients, body }],
+        calls: vec![ApiCall::new(recipients, shared, own)],
         warnings,
     })
 }
@@ -86,7 +88,7 @@ fn rewrite(
     opts: &MappingOptions,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<u8>, MappingError> {
-    let fields = header_fields(msg);
+    let fields = parse::header_fields(msg);
     let mut actions = Vec::with_capacity(fields.len());
     let mut tags = 0;
     let mut unsupported = Vec::new();
@@ -153,32 +155,6 @@ fn rewrite(
     }
     out.extend_from_slice(&msg[copied_to..]);
     Ok(out)
-}
-
-/// Byte ranges of the header fields, each with its continuation lines and
-/// line ending, up to the first blank line (or the end of input when there
-/// is none). Lines without a colon are not fields and are left where they are.
-fn header_fields(msg: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut fields: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut pos = 0;
-    while pos < msg.len() {
-        let end = msg[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(msg.len(), |i| pos + i + 2);
-        let line = &msg[pos..end];
-        if line == b"\r\n" {
-            return fields;
-        }
-        let continuation = matches!(line[0], b' ' | b'\t');
-        match fields.last_mut() {
-            Some(last) if continuation && last.end == pos => last.end = end,
-            _ if !continuation && line.contains(&b':') => fields.push(pos..end),
-            _ => {}
-        }
-        pos = end;
-    }
-    fields
 }
 
 /// The field name: the bytes before the colon, trailing blanks removed.

@@ -17,9 +17,14 @@ use std::collections::{BTreeMap, HashSet};
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::{ApiCall, Mapped, MappingError, MappingOptions, format_address, unique_recipients};
-use crate::message::Envelope;
+use super::{
+    ApiCall, Mapped, MappingError, MappingOptions, SharedBody, format_address, unique_recipients,
+};
 use crate::message::parse::{self, Mailbox, ParsedMessage};
+use crate::message::{Envelope, address};
+
+mod controls;
+use controls::{Controls, read_controls};
 
 /// Postmark accepts at most this many recipients (To + Cc + Bcc) per message.
 pub const MAX_RECIPIENTS_PER_CALL: usize = 50;
@@ -103,25 +108,36 @@ pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Map
     let controls = read_controls(&parsed, opts, &mut warnings)?;
     let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
 
+    let shared = match serde_json::to_value(&template) {
+        Ok(serde_json::Value::Object(fields)) => SharedBody::new(fields),
+        Ok(_) => unreachable!("a struct serializes as a JSON object"),
+        Err(e) => {
+            return Err(MappingError::Limit(format!(
+                "cannot encode the Postmark request: {e}"
+            )));
+        }
+    };
+    drop(template);
+
     let recipients = unique_recipients(&envelope.rcpt_to);
     let mut calls = Vec::new();
     for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
-        let mut email = template.clone();
         let (to, cc, bcc) = address_fields(&parsed, chunk);
-        (email.to, email.cc, email.bcc) = (to, cc, bcc);
-        let body = serde_json::to_value(&email)
-            .map_err(|e| MappingError::Limit(format!("cannot encode the Postmark request: {e}")))?;
-        let size = serde_json::to_vec(&body).map_or(usize::MAX, |v| v.len());
+        let own: serde_json::Map<String, serde_json::Value> =
+            [("To", to), ("Cc", cc), ("Bcc", bcc)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                .collect();
+        let call = ApiCall::new(chunk.to_vec(), shared.clone(), own);
+        let size = call.encoded_len();
         if size > opts.max_message_size {
             return Err(MappingError::Limit(format!(
                 "message size {size} bytes after base64 exceeds Postmark's {}-byte limit",
                 opts.max_message_size
             )));
         }
-        calls.push(ApiCall {
-            recipients: chunk.to_vec(),
-            body,
-        });
+        calls.push(call);
     }
     Ok(Mapped { calls, warnings })
 }
@@ -190,11 +206,11 @@ fn bodies(parsed: &ParsedMessage) -> Result<(Option<String>, Option<String>), Ma
 /// recipients; every other recipient of the call goes to Bcc. Each address
 /// appears once across the three fields.
 fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, String) {
-    let wanted: HashSet<String> = chunk.iter().map(|r| r.to_ascii_lowercase()).collect();
+    let wanted: HashSet<String> = chunk.iter().map(|r| address::key(r)).collect();
     let mut placed = HashSet::new();
     let mut pick = |list: &[Mailbox]| -> String {
         let chosen = list.iter().filter(|m| {
-            let key = m.addr.to_ascii_lowercase();
+            let key = address::key(&m.addr);
             wanted.contains(&key) && placed.insert(key)
         });
         join(chosen)
@@ -203,7 +219,7 @@ fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, 
     let cc = pick(&parsed.cc);
     let bcc: Vec<&str> = chunk
         .iter()
-        .filter(|r| placed.insert(r.to_ascii_lowercase()))
+        .filter(|r| placed.insert(address::key(r)))
         .map(String::as_str)
         .collect();
     (to, cc, bcc.join(", "))
@@ -297,140 +313,4 @@ pub fn forbidden_extension(name: &str) -> Option<String> {
     let (_, ext) = trimmed.rsplit_once('.')?;
     let ext = ext.to_ascii_lowercase();
     FORBIDDEN_EXTENSIONS.contains(&ext.as_str()).then_some(ext)
-}
-
-/// What the `X-PM-*` control headers asked for.
-#[derive(Debug, Default)]
-struct Controls {
-    tag: Option<String>,
-    stream: Option<String>,
-    metadata: Vec<(String, String)>,
-    track_opens: Option<bool>,
-    track_links: Option<TrackLinks>,
-    keep_id: bool,
-}
-
-const MAX_TAG_CHARS: usize = 1000;
-const METADATA_PREFIX: &str = "x-pm-metadata-";
-const MAX_METADATA_FIELDS: usize = 10;
-const MAX_METADATA_KEY_CHARS: usize = 20;
-const MAX_METADATA_VALUE_CHARS: usize = 80;
-
-/// Reads every `X-PM-*` header. For single-valued controls other than the
-/// tag, the first occurrence wins.
-fn read_controls(
-    parsed: &ParsedMessage,
-    opts: &MappingOptions,
-    warnings: &mut Vec<String>,
-) -> Result<Controls, MappingError> {
-    let mut c = Controls::default();
-    let mut tags = Vec::new();
-    for h in &parsed.headers {
-        let lower = h.name.to_ascii_lowercase();
-        let value = h.value.as_str();
-        match lower.as_str() {
-            "x-pm-tag" => tags.push(value.to_string()),
-            "x-pm-message-stream" if c.stream.is_none() && !value.is_empty() => {
-                c.stream = Some(value.into())
-            }
-            "x-pm-trackopens" if c.track_opens.is_none() => {
-                c.track_opens = Some(track_opens(value)?)
-            }
-            "x-pm-tracklinks" if c.track_links.is_none() => {
-                c.track_links = Some(track_links(value)?)
-            }
-            "x-pm-keepid" => c.keep_id |= value.eq_ignore_ascii_case("true"),
-            _ if lower.starts_with(METADATA_PREFIX) => {
-                let key = &h.name[METADATA_PREFIX.len()..];
-                c.metadata.push((key.to_string(), value.to_string()));
-            }
-            "x-pm-message-stream" | "x-pm-trackopens" | "x-pm-tracklinks" => {
-                warnings.push(format!("ignored repeated {} header", h.name));
-            }
-            _ if lower.starts_with("x-pm-") => {
-                warnings.push(format!("ignored unknown header {}", h.name))
-            }
-            _ => {}
-        }
-    }
-    if tags.len() > 1 {
-        if !opts.ignore_unsupported {
-            return Err(MappingError::Unsupported(
-                "multiple X-PM-Tag headers".into(),
-            ));
-        }
-        warnings.push(format!(
-            "Postmark takes one tag: kept X-PM-Tag \"{}\", dropped {:?}",
-            tags[0],
-            &tags[1..]
-        ));
-    }
-    c.tag = tags.into_iter().next().filter(|t| !t.is_empty());
-    let tag_chars = c.tag.as_deref().map_or(0, |t| t.chars().count());
-    if tag_chars > MAX_TAG_CHARS {
-        return Err(MappingError::Limit(format!(
-            "X-PM-Tag is {tag_chars} characters, Postmark allows at most {MAX_TAG_CHARS}"
-        )));
-    }
-    check_metadata(&c.metadata)?;
-    Ok(c)
-}
-
-fn track_opens(value: &str) -> Result<bool, MappingError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(MappingError::Limit(format!(
-            "X-PM-TrackOpens value \"{value}\" is not true or false"
-        ))),
-    }
-}
-
-fn track_links(value: &str) -> Result<TrackLinks, MappingError> {
-    match value.to_ascii_lowercase().as_str() {
-        "none" => Ok(TrackLinks::None),
-        "htmlandtext" => Ok(TrackLinks::HtmlAndText),
-        "htmlonly" => Ok(TrackLinks::HtmlOnly),
-        "textonly" => Ok(TrackLinks::TextOnly),
-        _ => Err(MappingError::Limit(format!(
-            "X-PM-TrackLinks value \"{value}\" is not one of None, HtmlAndText, HtmlOnly, TextOnly"
-        ))),
-    }
-}
-
-/// Postmark's metadata rules: at most 10 fields, keys up to 20 characters,
-/// values up to 80, no two keys equal ignoring case.
-fn check_metadata(fields: &[(String, String)]) -> Result<(), MappingError> {
-    let limit = |text: String| Err(MappingError::Limit(text));
-    if fields.len() > MAX_METADATA_FIELDS {
-        return limit(format!(
-            "{} X-PM-Metadata fields, Postmark allows at most {MAX_METADATA_FIELDS}",
-            fields.len()
-        ));
-    }
-    let mut seen: Vec<&str> = Vec::new();
-    for (key, value) in fields {
-        let key_chars = key.chars().count();
-        if key_chars == 0 {
-            return limit("X-PM-Metadata- header without a key".into());
-        }
-        if key_chars > MAX_METADATA_KEY_CHARS {
-            return limit(format!(
-                "metadata key \"{key}\" is {key_chars} characters, Postmark allows at most {MAX_METADATA_KEY_CHARS}"
-            ));
-        }
-        let value_chars = value.chars().count();
-        if value_chars > MAX_METADATA_VALUE_CHARS {
-            return limit(format!(
-                "metadata value for \"{key}\" is {value_chars} characters, Postmark allows at most {MAX_METADATA_VALUE_CHARS}"
-            ));
-        }
-        if let Some(other) = seen.iter().find(|k| k.eq_ignore_ascii_case(key)) {
-            return limit(format!(
-                "metadata keys \"{other}\" and \"{key}\" are the same ignoring case"
-            ));
-        }
-        seen.push(key);
-    }
-    Ok(())
 }

@@ -176,6 +176,33 @@ fn recover_unseparated_body(msg: &Message<'_>, raw: &[u8], out: &mut ParsedMessa
     }
 }
 
+/// The one rule for the raw header block: byte ranges of the header fields
+/// of CRLF input, each with its continuation lines and
+/// line ending, up to the first blank line (or the end of input when there
+/// is none). Lines without a colon are not fields and are left where they are.
+pub fn header_fields(msg: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut fields: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pos = 0;
+    while pos < msg.len() {
+        let end = msg[pos..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(msg.len(), |i| pos + i + 2);
+        let line = &msg[pos..end];
+        if line == b"\r\n" {
+            return fields;
+        }
+        let continuation = matches!(line[0], b' ' | b'\t');
+        match fields.last_mut() {
+            Some(last) if continuation && last.end == pos => last.end = end,
+            _ if !continuation && line.contains(&b':') => fields.push(pos..end),
+            _ => {}
+        }
+        pos = end;
+    }
+    fields
+}
+
 fn slice(raw: &[u8], start: u32, end: u32) -> &[u8] {
     raw.get(start as usize..end as usize).unwrap_or_default()
 }

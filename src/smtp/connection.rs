@@ -224,9 +224,9 @@ where
             Err(e) => return self.spool_reply(&SpoolError::Io(e)),
         };
         let envelope = self.session.envelope();
-        let backend = self.shared.backend.clone();
+        let mapper = self.shared.mapper.clone();
         let env = envelope.clone();
-        let checked = tokio::task::spawn_blocking(move || backend.check(&env, &raw)).await;
+        let checked = tokio::task::spawn_blocking(move || mapper.check(&env, &raw)).await;
         drop(permit);
         match checked {
             Ok(Ok(warnings)) => {

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backends::Backend;
+use crate::mapping::Mapper;
 use crate::spool::Spool;
 use budget::CheckBudget;
 use session::Limits;
@@ -32,7 +32,7 @@ use session::Limits;
 /// Everything a connection needs, shared by all of them.
 pub struct Shared {
     pub spool: Arc<Spool>,
-    pub backend: Arc<dyn Backend>,
+    pub mapper: Arc<Mapper>,
     pub hostname: String,
     pub limits: Limits,
     pub max_connections: usize,

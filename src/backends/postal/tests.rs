@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use wiremock::matchers::{any, body_json, header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::backends::api_mock::{self, Answer, ApiMock};
 use crate::backends::http::{Timeouts, build_client, build_client_with};
 
 const KEY: &str = "KQ3ozl8LfxWr0uVxqE2vV0sJ";
@@ -318,8 +317,20 @@ fn key() -> SecretString {
     SecretString::from(KEY)
 }
 
-fn client_for(server: &MockServer) -> PostalClient {
-    PostalClient::new(build_client().unwrap(), &server.uri(), key())
+fn client_for(api: &ApiMock) -> PostalClient {
+    PostalClient::new(build_client().unwrap(), &api.url(), key()).unwrap()
+}
+
+fn success() -> Answer {
+    Answer::text(200, "application/json", SUCCESS)
+}
+
+/// The one request `api` received, checked to have gone to the send endpoint.
+fn only_request(api: &ApiMock) -> api_mock::Received {
+    let got = api.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].path, "/api/v1/send/raw");
+    got[0].clone()
 }
 
 fn raw_message() -> Value {
@@ -338,19 +349,20 @@ fn unused_port() -> u16 {
 
 #[tokio::test]
 async fn send_posts_the_body_to_send_raw_with_the_api_key() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/v1/send/raw"))
-        .and(header(KEY_HEADER, KEY))
-        .and(header("Accept", "application/json"))
-        .and(header("Content-Type", "application/json"))
-        .and(body_json(raw_message()))
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let api = ApiMock::scripted(vec![], success());
 
-    let outcome = client_for(&server).send(&raw_message()).await;
+    let outcome = client_for(&api).send(&raw_message()).await;
+
+    let sent = only_request(&api);
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.header("x-server-api-key"), Some(KEY));
+    assert_eq!(sent.header("accept"), Some("application/json"));
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert!(
+        sent.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("postrelay/"))
+    );
+    assert_eq!(sent.json(), raw_message());
 
     assert_eq!(
         outcome,
@@ -363,38 +375,21 @@ async fn send_posts_the_body_to_send_raw_with_the_api_key() {
 
 #[tokio::test]
 async fn trailing_slash_on_api_url_does_not_double_the_slash() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v1/send/raw"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let client = PostalClient::new(
-        build_client().unwrap(),
-        &format!("{}/", server.uri()),
-        key(),
-    );
+    let api = ApiMock::scripted(vec![], success());
+    let client =
+        PostalClient::new(build_client().unwrap(), &format!("{}/", api.url()), key()).unwrap();
 
     assert!(matches!(
         client.send(&raw_message()).await,
         Outcome::Delivered { .. }
     ));
+    only_request(&api);
 }
 
 #[tokio::test]
 async fn a_bad_gateway_is_transient_then_the_next_try_delivers() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v1/send/raw"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/api/v1/send/raw"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .mount(&server)
-        .await;
-    let client = client_for(&server);
+    let api = ApiMock::scripted(vec![Answer::text(503, "text/plain", "")], success());
+    let client = client_for(&api);
 
     let first = client.send(&raw_message()).await;
     let second = client.send(&raw_message()).await;
@@ -414,13 +409,10 @@ async fn a_bad_gateway_is_transient_then_the_next_try_delivers() {
 
 #[tokio::test]
 async fn retry_after_of_a_proxy_429_reaches_the_outcome() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v1/send/raw"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "9"))
-        .mount(&server)
-        .await;
+    let answer = Answer::text(429, "text/plain", "").with_header("Retry-After", "9");
+    let api = ApiMock::scripted(vec![], answer);
 
-    let outcome = client_for(&server).send(&raw_message()).await;
+    let outcome = client_for(&api).send(&raw_message()).await;
 
     assert!(
         matches!(
@@ -437,21 +429,13 @@ async fn retry_after_of_a_proxy_429_reaches_the_outcome() {
 
 #[tokio::test]
 async fn an_answer_slower_than_the_time_limit_is_transient() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v1/send/raw"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string(SUCCESS)
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&server)
-        .await;
+    let api = ApiMock::scripted(vec![], success().after(Duration::from_secs(3)));
     let http = build_client_with(Timeouts {
         connect: Duration::from_secs(1),
         total: Duration::from_millis(200),
     })
     .unwrap();
-    let client = PostalClient::new(http, &server.uri(), key());
+    let client = PostalClient::new(http, &api.url(), key()).unwrap();
 
     let outcome = client.send(&raw_message()).await;
 
@@ -464,7 +448,7 @@ async fn an_answer_slower_than_the_time_limit_is_transient() {
 #[tokio::test]
 async fn connection_refused_is_transient() {
     let url = format!("http://127.0.0.1:{}", unused_port());
-    let client = PostalClient::new(build_client().unwrap(), &url, key());
+    let client = PostalClient::new(build_client().unwrap(), &url, key()).unwrap();
 
     let outcome = client.send(&raw_message()).await;
 
@@ -476,17 +460,13 @@ async fn connection_refused_is_transient() {
 
 #[tokio::test]
 async fn an_invalid_key_answer_is_a_config_fault_that_never_shows_the_key() {
-    let server = MockServer::start().await;
     let answer = json!({"status":"error","time":0.01,"flags":{},"data":{
         "code":"InvalidServerAPIKey",
         "message":format!("The API token provided in X-Server-API-Key was not valid ({KEY})."),
         "token":KEY}});
-    Mock::given(path("/api/v1/send/raw"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
-        .mount(&server)
-        .await;
+    let api = ApiMock::scripted(vec![], Answer::json(200, answer));
 
-    let outcome = client_for(&server).send(&raw_message()).await;
+    let outcome = client_for(&api).send(&raw_message()).await;
 
     let Outcome::ConfigFault { code, reason } = &outcome else {
         panic!("{outcome:?}")
@@ -496,26 +476,18 @@ async fn an_invalid_key_answer_is_a_config_fault_that_never_shows_the_key() {
     assert!(!reason.contains(KEY), "{reason}");
 }
 
-#[tokio::test]
-async fn a_key_that_cannot_be_a_header_is_a_config_fault_without_a_call() {
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&server)
-        .await;
-    let client = PostalClient::new(
+#[test]
+fn a_key_that_cannot_be_a_header_is_refused_when_the_backend_is_built() {
+    let built = PostalClient::new(
         build_client().unwrap(),
-        &server.uri(),
+        "https://postal.example.com",
         SecretString::from("key\r\n"),
     );
 
-    let outcome = client.send(&raw_message()).await;
-
-    assert!(
-        matches!(&outcome, Outcome::ConfigFault { reason, .. } if reason.contains("postal.api_key")),
-        "{outcome:?}"
-    );
+    let Err(err) = built else {
+        panic!("built with a key that cannot be a header")
+    };
+    assert!(err.to_string().contains("postal.api_key"), "{err}");
 }
 
 #[test]
@@ -524,7 +496,8 @@ fn debug_output_never_shows_the_api_key() {
         build_client().unwrap(),
         "https://postal.example.com/",
         key(),
-    );
+    )
+    .unwrap();
 
     let shown = format!("{client:?}");
 

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use wiremock::matchers::{body_json, header, header_regex, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::backends::api_mock::{self, Answer, ApiMock};
 use crate::backends::http::{Timeouts, build_client, build_client_with};
 
 const TOKEN: &str = "pm-token-0b5e7c1d";
@@ -194,8 +193,20 @@ fn token() -> SecretString {
     SecretString::from(TOKEN)
 }
 
-fn client_for(server: &MockServer) -> PostmarkClient {
-    PostmarkClient::new(build_client().unwrap(), &server.uri(), token())
+fn client_for(api: &ApiMock) -> PostmarkClient {
+    PostmarkClient::new(build_client().unwrap(), &api.url(), token()).unwrap()
+}
+
+fn success() -> Answer {
+    Answer::text(200, "application/json", SUCCESS)
+}
+
+/// The one request `api` received, checked to have gone to the send endpoint.
+fn only_request(api: &ApiMock) -> api_mock::Received {
+    let got = api.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].path, "/email");
+    got[0].clone()
 }
 
 fn message() -> Value {
@@ -216,20 +227,20 @@ fn unused_port() -> u16 {
 
 #[tokio::test]
 async fn send_posts_the_body_to_email_with_token_and_json_headers() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/email"))
-        .and(header(TOKEN_HEADER, TOKEN))
-        .and(header("Accept", "application/json"))
-        .and(header("Content-Type", "application/json"))
-        .and(header_regex("User-Agent", "^postrelay/"))
-        .and(body_json(message()))
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let api = ApiMock::scripted(vec![], success());
 
-    let outcome = client_for(&server).send(&message()).await;
+    let outcome = client_for(&api).send(&message()).await;
+
+    let sent = only_request(&api);
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.header("x-postmark-server-token"), Some(TOKEN));
+    assert_eq!(sent.header("accept"), Some("application/json"));
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert!(
+        sent.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("postrelay/"))
+    );
+    assert_eq!(sent.json(), message());
 
     assert_eq!(
         outcome,
@@ -242,38 +253,21 @@ async fn send_posts_the_body_to_email_with_token_and_json_headers() {
 
 #[tokio::test]
 async fn trailing_slash_on_api_url_does_not_double_the_slash() {
-    let server = MockServer::start().await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let client = PostmarkClient::new(
-        build_client().unwrap(),
-        &format!("{}/", server.uri()),
-        token(),
-    );
+    let api = ApiMock::scripted(vec![], success());
+    let client =
+        PostmarkClient::new(build_client().unwrap(), &format!("{}/", api.url()), token()).unwrap();
 
     assert!(matches!(
         client.send(&message()).await,
         Outcome::Delivered { .. }
     ));
+    only_request(&api);
 }
 
 #[tokio::test]
 async fn service_unavailable_is_transient_then_the_next_try_delivers() {
-    let server = MockServer::start().await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .mount(&server)
-        .await;
-    let client = client_for(&server);
+    let api = ApiMock::scripted(vec![Answer::text(503, "text/plain", "")], success());
+    let client = client_for(&api);
 
     let first = client.send(&message()).await;
     let second = client.send(&message()).await;
@@ -293,17 +287,15 @@ async fn service_unavailable_is_transient_then_the_next_try_delivers() {
 
 #[tokio::test]
 async fn retry_after_of_a_429_reaches_the_outcome() {
-    let server = MockServer::start().await;
-    Mock::given(path("/email"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "7")
-                .set_body_string(error_body(429, "Rate limit exceeded.")),
-        )
-        .mount(&server)
-        .await;
+    let answer = Answer::text(
+        429,
+        "application/json",
+        &error_body(429, "Rate limit exceeded."),
+    )
+    .with_header("Retry-After", "7");
+    let api = ApiMock::scripted(vec![], answer);
 
-    let outcome = client_for(&server).send(&message()).await;
+    let outcome = client_for(&api).send(&message()).await;
 
     let Outcome::Transient {
         retry_after,
@@ -319,21 +311,13 @@ async fn retry_after_of_a_429_reaches_the_outcome() {
 
 #[tokio::test]
 async fn an_answer_slower_than_the_time_limit_is_transient() {
-    let server = MockServer::start().await;
-    Mock::given(path("/email"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string(SUCCESS)
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&server)
-        .await;
+    let api = ApiMock::scripted(vec![], success().after(Duration::from_secs(3)));
     let http = build_client_with(Timeouts {
         connect: Duration::from_secs(1),
         total: Duration::from_millis(200),
     })
     .unwrap();
-    let client = PostmarkClient::new(http, &server.uri(), token());
+    let client = PostmarkClient::new(http, &api.url(), token()).unwrap();
 
     let outcome = client.send(&message()).await;
 
@@ -341,13 +325,13 @@ async fn an_answer_slower_than_the_time_limit_is_transient() {
         panic!("{outcome:?}")
     };
     assert!(reason.contains("time limit"), "{reason}");
-    assert!(!reason.contains(&server.uri()), "{reason}");
+    assert!(!reason.contains(&api.url()), "{reason}");
 }
 
 #[tokio::test]
 async fn connection_refused_is_transient_and_names_the_cause() {
     let url = format!("http://127.0.0.1:{}", unused_port());
-    let client = PostmarkClient::new(build_client().unwrap(), &url, token());
+    let client = PostmarkClient::new(build_client().unwrap(), &url, token()).unwrap();
 
     let outcome = client.send(&message()).await;
 
@@ -365,16 +349,10 @@ async fn connection_refused_is_transient_and_names_the_cause() {
 
 #[tokio::test]
 async fn a_token_echoed_by_the_api_is_redacted() {
-    let server = MockServer::start().await;
-    Mock::given(path("/email"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_string(error_body(10, &format!("Token '{TOKEN}' is not valid."))),
-        )
-        .mount(&server)
-        .await;
+    let body = error_body(10, &format!("Token '{TOKEN}' is not valid."));
+    let api = ApiMock::scripted(vec![], Answer::text(401, "application/json", &body));
 
-    let outcome = client_for(&server).send(&message()).await;
+    let outcome = client_for(&api).send(&message()).await;
 
     let Outcome::ConfigFault { reason, .. } = &outcome else {
         panic!("{outcome:?}")
@@ -385,62 +363,44 @@ async fn a_token_echoed_by_the_api_is_redacted() {
 
 #[tokio::test]
 async fn a_redirect_is_not_followed_so_the_token_stays_home() {
-    let elsewhere = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(200).set_body_string(SUCCESS))
-        .expect(0)
-        .mount(&elsewhere)
-        .await;
-    let server = MockServer::start().await;
-    Mock::given(path("/email"))
-        .respond_with(
-            ResponseTemplate::new(307)
-                .insert_header("Location", format!("{}/email", elsewhere.uri())),
-        )
-        .mount(&server)
-        .await;
+    let elsewhere = ApiMock::scripted(vec![], success());
+    let redirect = Answer::text(307, "text/plain", "")
+        .with_header("Location", &format!("{}/email", elsewhere.url()));
+    let api = ApiMock::scripted(vec![], redirect);
 
-    let outcome = client_for(&server).send(&message()).await;
+    let outcome = client_for(&api).send(&message()).await;
 
     assert!(
         matches!(outcome, Outcome::ConfigFault { .. }),
         "{outcome:?}"
     );
+    assert_eq!(elsewhere.count(), 0, "the redirect was followed");
 }
 
-#[tokio::test]
-async fn a_token_that_cannot_be_a_header_is_a_config_fault_without_a_call() {
-    let server = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&server)
-        .await;
-    let client = PostmarkClient::new(
+#[test]
+fn a_token_that_cannot_be_a_header_is_refused_when_the_backend_is_built() {
+    let built = PostmarkClient::new(
         build_client().unwrap(),
-        &server.uri(),
+        "https://api.postmarkapp.com",
         SecretString::from("abc\ndef"),
     );
 
-    let outcome = client.send(&message()).await;
-
-    let Outcome::ConfigFault { reason, .. } = &outcome else {
-        panic!("{outcome:?}")
+    let Err(err) = built else {
+        panic!("built with a token that cannot be a header")
     };
+    let reason = err.to_string();
     assert!(reason.contains("postmark.server_token"), "{reason}");
     assert!(!reason.contains("abc"), "{reason}");
 }
 
-#[tokio::test]
-async fn an_unusable_api_url_is_a_config_fault() {
-    let client = PostmarkClient::new(build_client().unwrap(), "api.postmarkapp.com", token());
+#[test]
+fn an_unusable_api_url_is_refused_when_the_backend_is_built() {
+    let built = PostmarkClient::new(build_client().unwrap(), "api.postmarkapp.com", token());
 
-    let outcome = client.send(&message()).await;
-
-    assert!(
-        matches!(&outcome, Outcome::ConfigFault { reason, .. } if reason.contains("postmark.api_url")),
-        "{outcome:?}"
-    );
+    let Err(err) = built else {
+        panic!("built with an unusable api_url")
+    };
+    assert!(err.to_string().contains("postmark.api_url"), "{err}");
 }
 
 #[test]
@@ -449,7 +409,8 @@ fn debug_output_never_shows_the_token_or_url_credentials() {
         build_client().unwrap(),
         "https://user:pw-s3cret@api.postmarkapp.com/",
         token(),
-    );
+    )
+    .unwrap();
 
     let shown = format!("{client:?}");
 

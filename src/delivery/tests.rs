@@ -1,0 +1,371 @@
+//! The engine end to end against a real spool in a temp dir and a scripted
+//! sender, on paused tokio time: retry backoff, holds, `max_age`, the
+//! backend-wide pause, progress saves and panics, without real sleeps.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::*;
+use crate::backends::{Outcome, SendFuture};
+use crate::mapping::{ApiCall, MapperKind, MappingOptions};
+use crate::message::Envelope;
+use crate::spool::Meta;
+
+/// Answers from a script, then `fallback`; records when each call started.
+struct Scripted {
+    script: Mutex<VecDeque<Outcome>>,
+    fallback: Mutex<Outcome>,
+    calls: Mutex<Vec<(Instant, String, usize)>>,
+    /// Every call takes this long.
+    latency: Duration,
+    before: Hook,
+}
+
+/// Runs before a call is answered, given the call's index and message id.
+type Hook = Box<dyn Fn(usize, &str) + Send + Sync>;
+
+impl Scripted {
+    fn new(script: Vec<Outcome>, fallback: Outcome) -> Scripted {
+        Scripted {
+            script: Mutex::new(script.into()),
+            fallback: Mutex::new(fallback),
+            calls: Mutex::new(Vec::new()),
+            latency: Duration::ZERO,
+            before: Box::new(|_, _| {}),
+        }
+    }
+
+    fn times(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().map(|c| c.0).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+impl Sender for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn send<'a>(&'a self, id: &'a str, part: usize, _call: &'a ApiCall) -> SendFuture<'a> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((Instant::now(), id.to_string(), part));
+            calls.len() - 1
+        };
+        (self.before)(n, id);
+        let outcome = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.fallback.lock().unwrap().clone());
+        Box::pin(async move {
+            tokio::time::sleep(self.latency).await;
+            outcome
+        })
+    }
+}
+
+fn ok() -> Outcome {
+    Outcome::Delivered {
+        api_id: Some("api-1".into()),
+        note: None,
+    }
+}
+
+fn unavailable(retry_after: Option<Duration>) -> Outcome {
+    Outcome::Transient {
+        reason: "HTTP 503".into(),
+        retry_after,
+        throttled: false,
+    }
+}
+
+fn bad_token() -> Outcome {
+    Outcome::ConfigFault {
+        code: Some("10".into()),
+        reason: "Postmark rejected the server token".into(),
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    spool: Arc<Spool>,
+    api: Arc<Scripted>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+}
+
+impl Rig {
+    /// retry 10 s .. 60 s, max_age 1 h unless given.
+    fn start(api: Scripted, concurrency: usize, max_age: Duration) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let spool = Arc::new(Spool::open(&root, 0).unwrap().0);
+        let api = Arc::new(api);
+        let health = Arc::new(Health::default());
+        let mapper = Arc::new(Mapper::new(
+            MapperKind::Postmark,
+            MappingOptions {
+                default_stream: "outbound".into(),
+                ignore_unsupported: false,
+                max_message_size: 10 << 20,
+            },
+        ));
+        let engine = Arc::new(Engine::new(
+            spool.clone(),
+            mapper,
+            api.clone(),
+            Settings {
+                rate_limit: 0,
+                backoff: Backoff::new(10 * SECOND, 60 * SECOND),
+                max_age,
+                concurrency,
+            },
+            health.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(engine.run(shutdown.clone(), TaskTracker::new()));
+        Rig {
+            _dir: dir,
+            root,
+            spool,
+            api,
+            health,
+            shutdown,
+        }
+    }
+
+    async fn queue(&self, rcpts: usize, raw: &[u8]) -> String {
+        let mut incoming = self.spool.receive().await.unwrap();
+        incoming.write(raw).await.unwrap();
+        let envelope = Envelope {
+            mail_from: "a@example.com".into(),
+            rcpt_to: (0..rcpts).map(|i| format!("r{i}@example.org")).collect(),
+        };
+        incoming.commit(&self.spool, envelope).await.unwrap()
+    }
+
+    fn queued(&self, id: &str) -> Option<Meta> {
+        let bytes = std::fs::read(self.root.join(format!("queue/{id}.json"))).ok()?;
+        Some(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn failed(&self, id: &str) -> Option<Meta> {
+        let bytes = std::fs::read(self.root.join(format!("failed/{id}.json"))).ok()?;
+        Some(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn queue_len(&self) -> usize {
+        std::fs::read_dir(self.root.join("queue"))
+            .unwrap()
+            .filter(|e| {
+                let p = e.as_ref().unwrap().path();
+                p.extension().is_some_and(|x| x == "json")
+            })
+            .count()
+    }
+
+    /// Advances paused time in 1 s steps until `cond` or `limit` passes.
+    async fn until(&self, limit: Duration, mut cond: impl FnMut(&Rig) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if cond(self) {
+                return true;
+            }
+            tokio::time::sleep(SECOND).await;
+        }
+        cond(self)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+const MSG: &[u8] = b"From: a@example.com\r\nSubject: x\r\n\r\nhi\r\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_freed_worker_takes_the_next_due_message_at_once() {
+    let mut api = Scripted::new(vec![], ok());
+    api.latency = Duration::from_millis(300);
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    for _ in 0..3 {
+        rig.queue(1, MSG).await;
+    }
+    assert!(rig.until(10 * SECOND, |r| r.api.count() == 3).await);
+    // The only worker is busy while the other two are due: each starts
+    // when the previous call ends, not at the next idle poll (30 s).
+    for pair in rig.api.times().windows(2) {
+        assert!(pair[1] - pair[0] < 2 * SECOND, "{pair:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_retry_with_backoff_never_before_retry_after() {
+    let api = Scripted::new(
+        vec![unavailable(Some(30 * SECOND)), unavailable(None)],
+        ok(),
+    );
+    let rig = Rig::start(api, 2, Duration::from_secs(3600));
+    let id = rig.queue(1, MSG).await;
+    assert!(rig.until(300 * SECOND, |r| r.queued(&id).is_none()).await);
+    let t = rig.api.times();
+    assert_eq!(t.len(), 3);
+    // Retry-After 30 s is a floor; the ceiling after 1 attempt is 10 s.
+    assert!(
+        t[1] - t[0] >= 30 * SECOND && t[1] - t[0] < 32 * SECOND,
+        "{t:?}"
+    );
+    // Second failure: at most the 20 s ceiling (plus the 1 s test step).
+    assert!(t[2] - t[1] <= 21 * SECOND, "{t:?}");
+    assert!(rig.failed(&id).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_fault_holds_the_message_for_retry_max_with_jitter() {
+    let api = Scripted::new(vec![bad_token()], ok());
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    let id = rig.queue(1, MSG).await;
+    assert!(rig.until(5 * SECOND, |r| r.api.count() == 1).await);
+    tokio::time::sleep(SECOND).await;
+    let meta = rig.queued(&id).expect("still queued");
+    assert!(meta.held);
+    assert!(rig.health.fault().is_some(), "readiness reports the fault");
+    assert!(rig.until(120 * SECOND, |r| r.queued(&id).is_none()).await);
+    let t = rig.api.times();
+    let gap = t[1] - t[0];
+    assert!(gap >= 60 * SECOND && gap <= 67 * SECOND, "{gap:?}");
+    assert!(rig.health.fault().is_none(), "a delivery clears it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_is_judged_on_the_tokio_clock_and_then_dead_letters() {
+    let api = Scripted::new(vec![], unavailable(None));
+    let rig = Rig::start(api, 1, Duration::from_secs(120));
+    let id = rig.queue(1, MSG).await;
+    assert!(rig.until(100 * SECOND, |r| r.api.count() >= 2).await);
+    assert!(rig.failed(&id).is_none(), "young messages are retried");
+    assert!(rig.until(400 * SECOND, |r| r.failed(&id).is_some()).await);
+    let t = rig.api.times();
+    let span = *t.last().unwrap() - t[0];
+    assert!(span >= 120 * SECOND, "{span:?}");
+    let failure = rig.failed(&id).unwrap().failure.unwrap();
+    assert!(
+        failure.reason.starts_with("gave up after"),
+        "{}",
+        failure.reason
+    );
+    assert!(rig.queued(&id).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unmappable_message_is_held_not_dead_lettered() {
+    let api = Scripted::new(vec![], ok());
+    let rig = Rig::start(api, 1, Duration::from_secs(1));
+    let two_tags = b"From: a@example.com\r\nX-PM-Tag: a\r\nX-PM-Tag: b\r\n\r\nhi\r\n";
+    let id = rig.queue(1, two_tags).await;
+    assert!(
+        rig.until(10 * SECOND, |r| r.queued(&id).is_some_and(|m| m.held))
+            .await
+    );
+    let meta = rig.queued(&id).unwrap();
+    assert!(meta.last_error.unwrap().contains("cannot be mapped"));
+    // Past max_age (1 s) and retried after the hold: still held, never failed.
+    assert!(!rig.until(200 * SECOND, |r| r.failed(&id).is_some()).await);
+    assert_eq!(rig.api.count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_progress_save_stops_the_attempt_before_the_next_part() {
+    let mut api = Scripted::new(vec![], ok());
+    let root = Arc::new(Mutex::new(PathBuf::new()));
+    let seen = root.clone();
+    // During the first call, make the record impossible to replace: a
+    // directory where the entry's JSON was (root ignores permissions).
+    api.before = Box::new(move |n, id| {
+        if n == 0 {
+            let json = seen.lock().unwrap().join(format!("queue/{id}.json"));
+            std::fs::remove_file(&json).unwrap();
+            std::fs::create_dir(json).unwrap();
+        }
+    });
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    *root.lock().unwrap() = rig.root.clone();
+    let id = rig.queue(60, MSG).await;
+    assert!(rig.until(5 * SECOND, |r| r.api.count() >= 1).await);
+    // The save after part 1 failed: part 2 is never sent, not now and not
+    // on a later look at the (now unreadable) entry; the message stays.
+    tokio::time::sleep(120 * SECOND).await;
+    let parts: Vec<usize> = rig.api.calls.lock().unwrap().iter().map(|c| c.2).collect();
+    assert_eq!(parts, vec![0]);
+    assert!(rig.root.join(format!("queue/{id}.eml")).exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_delivery_releases_its_claim() {
+    let mut api = Scripted::new(vec![], ok());
+    api.before = Box::new(|n, _| {
+        if n == 0 {
+            panic!("boom in the sender");
+        }
+    });
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    let id = rig.queue(1, MSG).await;
+    assert!(rig.until(10 * SECOND, |r| r.queued(&id).is_none()).await);
+    assert_eq!(rig.api.count(), 2, "tried again after the panic");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_credentials_fault_pauses_claiming_with_one_probe_per_period() {
+    let api = Scripted::new(vec![], bad_token());
+    let rig = Rig::start(api, 4, Duration::from_secs(3600));
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(rig.queue(1, MSG).await);
+    }
+    assert!(rig.until(5 * SECOND, |r| r.api.count() >= 1).await);
+    // Up to `concurrency` calls were already out when the first 401 came.
+    tokio::time::sleep(SECOND).await;
+    let first = rig.api.count();
+    assert!((1..=4).contains(&first), "{first}");
+    // Three probe periods (10 s): exactly one probe each.
+    tokio::time::sleep(30 * SECOND).await;
+    assert_eq!(rig.api.count(), first + 3, "{:?}", rig.api.times());
+    assert_eq!(rig.queue_len(), 10, "nothing dead-lettered");
+    assert!(rig.health.fault().is_some());
+    // The token is fixed: the next probe succeeds and everything goes.
+    *rig.api.fallback.lock().unwrap() = ok();
+    assert!(rig.until(200 * SECOND, |r| r.queue_len() == 0).await);
+    assert!(ids.iter().all(|id| rig.failed(id).is_none()));
+    assert!(rig.health.fault().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_pauses_claiming_instead_of_parking_workers() {
+    let throttled = Outcome::Transient {
+        reason: "HTTP 429".into(),
+        retry_after: Some(120 * SECOND),
+        throttled: true,
+    };
+    let api = Scripted::new(vec![throttled], ok());
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    for _ in 0..3 {
+        rig.queue(1, MSG).await;
+    }
+    assert!(rig.until(5 * SECOND, |r| r.api.count() >= 1).await);
+    tokio::time::sleep(100 * SECOND).await;
+    assert_eq!(rig.api.count(), 1, "nothing is claimed during Retry-After");
+    assert!(rig.until(60 * SECOND, |r| r.queue_len() == 0).await);
+    let t = rig.api.times();
+    assert!(t[1] - t[0] >= 120 * SECOND, "{t:?}");
+}

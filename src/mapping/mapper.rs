@@ -1,0 +1,122 @@
+//! The [`Mapper`]: the configured backend's request shape and mapping
+//! options, built once from the config and shared (as `Arc<Mapper>`) by the
+//! SMTP listener (`check` at `DATA`), the delivery engine (`map` before each
+//! attempt) and the CLI (`queue show`). A pure value: no client, no secret.
+
+use super::{
+    Mapped, MappingError, MappingOptions, POSTAL_MAX_MESSAGE_SIZE, POSTMARK_MAX_MESSAGE_SIZE,
+};
+use crate::config::{BackendKind, Config};
+use crate::message::Envelope;
+
+/// Which API's request shape a [`Mapper`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapperKind {
+    /// Postmark `/email` (also what dry-run writes).
+    Postmark,
+    /// Postal `/api/v1/send/raw`.
+    Postal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapper {
+    kind: MapperKind,
+    options: MappingOptions,
+}
+
+impl Mapper {
+    pub fn new(kind: MapperKind, options: MappingOptions) -> Mapper {
+        Mapper { kind, options }
+    }
+
+    /// The mapping of the configured backend (dry-run maps as Postmark).
+    pub fn from_config(cfg: &Config) -> Mapper {
+        let (kind, max_message_size) = match cfg.backend {
+            BackendKind::Postal => (
+                MapperKind::Postal,
+                cfg.postal
+                    .max_message_size
+                    .unwrap_or(POSTAL_MAX_MESSAGE_SIZE),
+            ),
+            BackendKind::Postmark | BackendKind::DryRun => {
+                (MapperKind::Postmark, POSTMARK_MAX_MESSAGE_SIZE)
+            }
+        };
+        Mapper::new(
+            kind,
+            MappingOptions {
+                default_stream: cfg.postmark.message_stream.clone(),
+                ignore_unsupported: cfg.ignore_unsupported_features,
+                max_message_size,
+            },
+        )
+    }
+
+    pub fn kind(&self) -> MapperKind {
+        self.kind
+    }
+
+    pub fn options(&self) -> &MappingOptions {
+        &self.options
+    }
+
+    /// The API calls for this message, or why the API would refuse it.
+    pub fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
+        match self.kind {
+            MapperKind::Postmark => super::postmark::map(envelope, raw, &self.options),
+            MapperKind::Postal => super::postal::map(envelope, raw, &self.options),
+        }
+    }
+
+    /// What `DATA` runs before answering: every check of [`map`](Mapper::map),
+    /// returning its warnings. The calls share one body, so checking all of
+    /// them costs one encoding of the message plus its recipient lists.
+    pub fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
+        self.map(envelope, raw).map(|m| m.warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapper(kind: MapperKind) -> Mapper {
+        Mapper::new(
+            kind,
+            MappingOptions {
+                default_stream: "outbound".into(),
+                ignore_unsupported: false,
+                max_message_size: 1 << 20,
+            },
+        )
+    }
+
+    #[test]
+    fn each_kind_builds_its_own_request_shape() {
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let raw = b"From: s@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        let postmark = mapper(MapperKind::Postmark).map(&envelope, raw).unwrap();
+        assert_eq!(postmark.calls[0].body()["Subject"], "hi");
+        let postal = mapper(MapperKind::Postal).map(&envelope, raw).unwrap();
+        assert_eq!(postal.calls[0].body()["mail_from"], "s@example.com");
+    }
+
+    #[test]
+    fn check_refuses_what_map_refuses() {
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let raw = b"From: s@example.com\r\nX-PM-Tag: a\r\nX-PM-Tag: b\r\n\r\nbody\r\n";
+        for kind in [MapperKind::Postmark, MapperKind::Postal] {
+            let m = mapper(kind);
+            assert_eq!(
+                m.check(&envelope, raw).unwrap_err(),
+                m.map(&envelope, raw).unwrap_err()
+            );
+        }
+    }
+}

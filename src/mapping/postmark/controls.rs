@@ -1,0 +1,143 @@
+//! Postmark's `X-PM-*` control headers: tag, stream, metadata, open and
+//! link tracking, KeepID. Read once per message, checked against Postmark's
+//! limits, and turned into the fields of the request.
+
+use super::TrackLinks;
+use crate::mapping::{MappingError, MappingOptions};
+use crate::message::parse::ParsedMessage;
+
+/// What the `X-PM-*` control headers asked for.
+#[derive(Debug, Default)]
+pub(super) struct Controls {
+    pub(super) tag: Option<String>,
+    pub(super) stream: Option<String>,
+    pub(super) metadata: Vec<(String, String)>,
+    pub(super) track_opens: Option<bool>,
+    pub(super) track_links: Option<TrackLinks>,
+    pub(super) keep_id: bool,
+}
+
+const MAX_TAG_CHARS: usize = 1000;
+const METADATA_PREFIX: &str = "x-pm-metadata-";
+const MAX_METADATA_FIELDS: usize = 10;
+const MAX_METADATA_KEY_CHARS: usize = 20;
+const MAX_METADATA_VALUE_CHARS: usize = 80;
+
+/// Reads every `X-PM-*` header. For single-valued controls other than the
+/// tag, the first occurrence wins.
+pub(super) fn read_controls(
+    parsed: &ParsedMessage,
+    opts: &MappingOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Controls, MappingError> {
+    let mut c = Controls::default();
+    let mut tags = Vec::new();
+    for h in &parsed.headers {
+        let lower = h.name.to_ascii_lowercase();
+        let value = h.value.as_str();
+        match lower.as_str() {
+            "x-pm-tag" => tags.push(value.to_string()),
+            "x-pm-message-stream" if c.stream.is_none() && !value.is_empty() => {
+                c.stream = Some(value.into())
+            }
+            "x-pm-trackopens" if c.track_opens.is_none() => {
+                c.track_opens = Some(track_opens(value)?)
+            }
+            "x-pm-tracklinks" if c.track_links.is_none() => {
+                c.track_links = Some(track_links(value)?)
+            }
+            "x-pm-keepid" => c.keep_id |= value.eq_ignore_ascii_case("true"),
+            _ if lower.starts_with(METADATA_PREFIX) => {
+                let key = &h.name[METADATA_PREFIX.len()..];
+                c.metadata.push((key.to_string(), value.to_string()));
+            }
+            "x-pm-message-stream" | "x-pm-trackopens" | "x-pm-tracklinks" => {
+                warnings.push(format!("ignored repeated {} header", h.name));
+            }
+            _ if lower.starts_with("x-pm-") => {
+                warnings.push(format!("ignored unknown header {}", h.name))
+            }
+            _ => {}
+        }
+    }
+    if tags.len() > 1 {
+        if !opts.ignore_unsupported {
+            return Err(MappingError::Unsupported(
+                "multiple X-PM-Tag headers".into(),
+            ));
+        }
+        warnings.push(format!(
+            "Postmark takes one tag: kept X-PM-Tag \"{}\", dropped {:?}",
+            tags[0],
+            &tags[1..]
+        ));
+    }
+    c.tag = tags.into_iter().next().filter(|t| !t.is_empty());
+    let tag_chars = c.tag.as_deref().map_or(0, |t| t.chars().count());
+    if tag_chars > MAX_TAG_CHARS {
+        return Err(MappingError::Limit(format!(
+            "X-PM-Tag is {tag_chars} characters, Postmark allows at most {MAX_TAG_CHARS}"
+        )));
+    }
+    check_metadata(&c.metadata)?;
+    Ok(c)
+}
+
+fn track_opens(value: &str) -> Result<bool, MappingError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(MappingError::Limit(format!(
+            "X-PM-TrackOpens value \"{value}\" is not true or false"
+        ))),
+    }
+}
+
+fn track_links(value: &str) -> Result<TrackLinks, MappingError> {
+    match value.to_ascii_lowercase().as_str() {
+        "none" => Ok(TrackLinks::None),
+        "htmlandtext" => Ok(TrackLinks::HtmlAndText),
+        "htmlonly" => Ok(TrackLinks::HtmlOnly),
+        "textonly" => Ok(TrackLinks::TextOnly),
+        _ => Err(MappingError::Limit(format!(
+            "X-PM-TrackLinks value \"{value}\" is not one of None, HtmlAndText, HtmlOnly, TextOnly"
+        ))),
+    }
+}
+
+/// Postmark's metadata rules: at most 10 fields, keys up to 20 characters,
+/// values up to 80, no two keys equal ignoring case.
+fn check_metadata(fields: &[(String, String)]) -> Result<(), MappingError> {
+    let limit = |text: String| Err(MappingError::Limit(text));
+    if fields.len() > MAX_METADATA_FIELDS {
+        return limit(format!(
+            "{} X-PM-Metadata fields, Postmark allows at most {MAX_METADATA_FIELDS}",
+            fields.len()
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in fields {
+        let key_chars = key.chars().count();
+        if key_chars == 0 {
+            return limit("X-PM-Metadata- header without a key".into());
+        }
+        if key_chars > MAX_METADATA_KEY_CHARS {
+            return limit(format!(
+                "metadata key \"{key}\" is {key_chars} characters, Postmark allows at most {MAX_METADATA_KEY_CHARS}"
+            ));
+        }
+        let value_chars = value.chars().count();
+        if value_chars > MAX_METADATA_VALUE_CHARS {
+            return limit(format!(
+                "metadata value for \"{key}\" is {value_chars} characters, Postmark allows at most {MAX_METADATA_VALUE_CHARS}"
+            ));
+        }
+        if let Some(other) = seen.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+            return limit(format!(
+                "metadata keys \"{other}\" and \"{key}\" are the same ignoring case"
+            ));
+        }
+        seen.push(key);
+    }
+    Ok(())
+}
