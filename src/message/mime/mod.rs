@@ -23,6 +23,8 @@ pub mod words;
 
 #[cfg(test)]
 mod fixture_tests;
+#[cfg(test)]
+mod roundtrip_tests;
 
 pub use bodies::{Bodies, choose};
 pub use header::Field;

@@ -140,10 +140,11 @@ fn split_name(name: String, value: Vec<u8>) -> Raw {
 /// Joins RFC 2231 sections and decodes every value.
 fn join(raws: Vec<Raw>) -> Vec<(String, String)> {
     let mut order: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut plain: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut sections: BTreeMap<String, Vec<Raw>> = BTreeMap::new();
     for raw in raws {
-        if !order.contains(&raw.base) {
+        if seen.insert(raw.base.clone()) {
             order.push(raw.base.clone());
         }
         if raw.extended || raw.section.is_some() {
