@@ -97,6 +97,10 @@ pub struct Leaf {
     /// and 2047 decoded, on one line; for x-uuencode the `begin` line's name
     /// as a last resort. `None` when empty.
     pub filename: Option<String>,
+    /// Every distinct name the part declares, decoded: the disposition's
+    /// `filename`, the type's `name`, the x-uuencode `begin` name. A check
+    /// on file types must look at all of them, not only the first.
+    pub names: Vec<String>,
     /// Content-ID without angle brackets.
     pub content_id: Option<String>,
     pub transfer_encoding: TransferEncoding,
@@ -113,6 +117,27 @@ impl Leaf {
     /// Lower-cased `type/subtype`.
     pub fn mime_type(&self) -> &str {
         &self.content_type.value
+    }
+
+    /// `type/subtype` followed by those of `params` the part declares, as
+    /// `; name=value` (quoted when needed), e.g. for an attachment's type.
+    pub fn content_type_with(&self, params: &[&str]) -> String {
+        let mut out = self.content_type.value.clone();
+        for name in params {
+            if let Some(value) = self.content_type.get(name) {
+                let plain = !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.+!#$&^`{|}~'".contains(c));
+                if plain {
+                    out.push_str(&format!("; {name}={value}"));
+                } else {
+                    let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+                    out.push_str(&format!("; {name}=\"{quoted}\""));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -122,13 +122,18 @@ impl Walker {
                 transfer::TransferEncoding::from_header(&f.raw_text())
             });
         let decoded = transfer::decode(transfer_encoding, body);
-        let filename = disposition_field
-            .as_ref()
-            .and_then(|d| d.get("filename"))
-            .or_else(|| content_type.get("name"))
-            .map(header::one_line)
-            .or(decoded.uu_name)
-            .filter(|n| !n.is_empty());
+        let declared = [
+            disposition_field.as_ref().and_then(|d| d.get("filename")),
+            content_type.get("name"),
+            decoded.uu_name.as_deref(),
+        ];
+        let mut names: Vec<String> = Vec::new();
+        for name in declared.into_iter().flatten().map(header::one_line) {
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let filename = names.first().cloned();
         let content_id = header::find(fields, "content-id")
             .map(|f| f.raw_text().trim_matches(['<', '>', ' ']).to_string())
             .filter(|id| !id.is_empty());
@@ -140,6 +145,7 @@ impl Walker {
             content_type,
             disposition,
             filename,
+            names,
             content_id,
             transfer_encoding,
             data: decoded.data,
@@ -248,6 +254,42 @@ mod tests {
     fn delimiter_mid_line_or_with_trailing_text_is_content() {
         let body = "--b\nsee --b here\n--bx\n--b \t\nnext\n--b--junk";
         assert_eq!(parts(body, "b").unwrap(), ["see --b here\n--bx", "next"]);
+    }
+
+    #[test]
+    fn every_declared_name_is_listed_decoded_for_type_checks() {
+        let raw = b"Content-Type: application/octet-stream; name*=utf-8''setup.%45XE\r\nContent-Disposition: attachment; filename=\r\n \"invoice.pdf\"\r\n\r\nMZ";
+        let mime = crate::message::mime::walk(raw);
+        let leaf = &mime.leaves[0];
+        assert_eq!(leaf.filename.as_deref(), Some("invoice.pdf"));
+        assert_eq!(leaf.names, ["invoice.pdf", "setup.EXE"]);
+    }
+
+    #[test]
+    fn content_type_with_keeps_only_the_asked_parameters_quoted_when_needed() {
+        let raw = b"Content-Type: Text/Calendar; method=REQUEST; charset=\"utf-8\"; name=\"a b.ics\"\r\n\r\nx";
+        let leaf = &crate::message::mime::walk(raw).leaves[0];
+        assert_eq!(
+            leaf.content_type_with(&["charset", "method"]),
+            "text/calendar; charset=utf-8; method=REQUEST"
+        );
+        assert_eq!(
+            leaf.content_type_with(&["name"]),
+            "text/calendar; name=\"a b.ics\""
+        );
+    }
+
+    #[test]
+    fn a_multipart_without_delimiters_keeps_its_text_and_an_empty_one_vanishes() {
+        let kept = crate::message::mime::walk(
+            b"Content-Type: multipart/mixed; boundary=zz\r\n\r\nwrong boundary text\r\n",
+        );
+        assert_eq!(kept.leaves.len(), 1);
+        assert_eq!(kept.leaves[0].mime_type(), "text/plain");
+        assert_eq!(kept.leaves[0].data, b"wrong boundary text\r\n");
+        let empty =
+            crate::message::mime::walk(b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n\r\n");
+        assert!(empty.leaves.is_empty());
     }
 
     #[test]

@@ -3,14 +3,38 @@
 //! included) while all other text is kept, and that adjacent words in one
 //! charset are joined before decoding, so a multibyte character split across
 //! two words survives. Raw 8-bit text outside words goes through
-//! [`charset::undeclared`]. Linear: an encoded word is at most
-//! [`MAX_WORD`] bytes, so a long run of `=?` never triggers a rescan.
+//! [`charset::undeclared`]. Linear: the `?=` ends and the whitespace of
+//! the value are indexed once, so a long run of unclosed `=?` never
+//! triggers a rescan.
 
 use super::charset;
 use super::transfer;
 
-/// Longest encoded word we look for (RFC 2047 says 75; senders exceed it).
-const MAX_WORD: usize = 2048;
+/// Longest charset label (with `*lang`) we look for.
+const MAX_LABEL: usize = 80;
+
+/// Where each `?=` starts and where each whitespace byte is, in order.
+struct Index {
+    closes: Vec<usize>,
+    spaces: Vec<usize>,
+}
+
+impl Index {
+    fn new(raw: &[u8]) -> Self {
+        Self {
+            closes: (0..raw.len().saturating_sub(1))
+                .filter(|&i| raw[i] == b'?' && raw[i + 1] == b'=')
+                .collect(),
+            spaces: (0..raw.len())
+                .filter(|&i| raw[i].is_ascii_whitespace())
+                .collect(),
+        }
+    }
+
+    fn next(list: &[usize], from: usize) -> Option<usize> {
+        list.get(list.partition_point(|&p| p < from)).copied()
+    }
+}
 
 enum Piece {
     Text(Vec<u8>),
@@ -20,10 +44,11 @@ enum Piece {
 /// Decodes every encoded word in `raw` and the text around them to UTF-8.
 pub fn decode(raw: &[u8]) -> String {
     let mut pieces: Vec<Piece> = Vec::new();
+    let index = Index::new(raw);
     let mut i = 0;
     while i < raw.len() {
         if raw[i..].starts_with(b"=?")
-            && let Some((charset, bytes, end)) = encoded_word(raw, i)
+            && let Some((charset, bytes, end)) = encoded_word(raw, i, &index)
         {
             let gap_is_blank = matches!(pieces.last(), Some(Piece::Text(t)) if t.iter().all(u8::is_ascii_whitespace));
             let after_word =
@@ -57,28 +82,24 @@ pub fn decode(raw: &[u8]) -> String {
 }
 
 /// Parses `=?charset[*lang]?B|Q?text?=` at `start`: (charset, bytes, end).
-fn encoded_word(raw: &[u8], start: usize) -> Option<(String, Vec<u8>, usize)> {
-    let limit = raw.len().min(start + MAX_WORD);
-    let window = &raw[start + 2..limit];
+fn encoded_word(raw: &[u8], start: usize, index: &Index) -> Option<(String, Vec<u8>, usize)> {
+    let after = start + 2;
+    let window = &raw[after..raw.len().min(after + MAX_LABEL)];
     let q1 = window.iter().position(|&b| b == b'?')?;
     let label = &window[..q1];
     if label.is_empty() || label.iter().any(|b| b.is_ascii_whitespace()) {
         return None;
     }
-    let encoding = *window.get(q1 + 1)?;
-    if window.get(q1 + 2) != Some(&b'?') {
+    let encoding = *raw.get(after + q1 + 1)?;
+    if raw.get(after + q1 + 2) != Some(&b'?') {
         return None;
     }
-    let text_start = q1 + 3;
-    let text_len = window[text_start..]
-        .windows(2)
-        .position(|w| w == b"?=")
-        .filter(|&n| {
-            !window[text_start..text_start + n]
-                .iter()
-                .any(|b| b.is_ascii_whitespace())
-        })?;
-    let text = &window[text_start..text_start + text_len];
+    let text_start = after + q1 + 3;
+    let close = Index::next(&index.closes, text_start)?;
+    if Index::next(&index.spaces, text_start).is_some_and(|space| space < close) {
+        return None;
+    }
+    let text = &raw[text_start..close];
     let bytes = match encoding {
         b'B' | b'b' => transfer::base64(text),
         b'Q' | b'q' => q_decode(text),
@@ -86,7 +107,7 @@ fn encoded_word(raw: &[u8], start: usize) -> Option<(String, Vec<u8>, usize)> {
     };
     let label = String::from_utf8_lossy(label);
     let charset = label.split('*').next().unwrap_or_default().to_string();
-    Some((charset, bytes, start + 2 + text_start + text_len + 2))
+    Some((charset, bytes, close + 2))
 }
 
 /// The "Q" encoding: quoted-printable with `_` for space.
