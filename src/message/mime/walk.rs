@@ -62,7 +62,9 @@ impl Walker {
                     value: "message/rfc822".into(),
                     params: Vec::new(),
                 };
-                return self.leaf(fields, content_type, whole, parents);
+                // The entity stays as written: a multipart has no transfer
+                // encoding of its own to undo.
+                return self.leaf(fields, content_type, whole, parents, false);
             }
             match split(body, boundary.as_bytes()) {
                 Some(parts) => {
@@ -95,12 +97,12 @@ impl Walker {
                 None if body.iter().all(u8::is_ascii_whitespace) => {}
                 None => {
                     content_type.value = "text/plain".into();
-                    self.leaf(fields, content_type, body, parents);
+                    self.leaf(fields, content_type, body, parents, true);
                 }
             }
             return;
         }
-        self.leaf(fields, content_type, body, parents);
+        self.leaf(fields, content_type, body, parents, true);
     }
 
     fn leaf(
@@ -109,6 +111,7 @@ impl Walker {
         content_type: param::Params,
         body: &[u8],
         parents: &[usize],
+        transfer_decode: bool,
     ) {
         let disposition_field =
             header::find(fields, "content-disposition").map(|f| param::parse(&f.value));
@@ -118,6 +121,7 @@ impl Walker {
             Some(_) => Disposition::Attachment,
         };
         let transfer_encoding = header::find(fields, "content-transfer-encoding")
+            .filter(|_| transfer_decode)
             .map_or(transfer::TransferEncoding::Identity, |f| {
                 transfer::TransferEncoding::from_header(&f.raw_text())
             });
