@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod crlf;
+pub mod mime;
 pub mod parse;
 
 /// The SMTP envelope. `mail_from` is "" for the null sender (`MAIL FROM:<>`).
