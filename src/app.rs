@@ -49,10 +49,11 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         broken = recovery.broken,
         dead_letters_completed = recovery.dead_letters_completed,
         stale_dead_letters_removed = recovery.stale_dead_letters_removed,
+        parked = recovery.parked,
         "spool recovered"
     );
-    let sender =
-        backends::build(cfg, &loaded.secrets, spool.root()).context("cannot set up the backend")?;
+    let sender = backends::build(cfg, &loaded.secrets, spool.dry_run_dir())
+        .context("cannot set up the backend")?;
     let mapper = Arc::new(Mapper::from_config(cfg));
     let health = Arc::new(Health::default());
     let metrics = prom::install()

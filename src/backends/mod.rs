@@ -55,11 +55,11 @@ pub enum BackendError {
 pub fn build(
     cfg: &Config,
     secrets: &Secrets,
-    spool_root: &Path,
+    dry_run_dir: &Path,
 ) -> Result<Arc<dyn Sender>, BackendError> {
     let missing = |key: &str| BackendError::Http(format!("{key} is not set"));
     Ok(match cfg.backend {
-        BackendKind::DryRun => Arc::new(dry_run::DryRun::new(spool_root.join("dry-run"))?),
+        BackendKind::DryRun => Arc::new(dry_run::DryRun::new(dry_run_dir.to_path_buf())?),
         BackendKind::Postmark => {
             let token = secrets
                 .postmark_token
