@@ -103,6 +103,7 @@ fn run_sendmail(args: &SendmailArgs, config_path: Option<&Path>) -> u8 {
 }
 
 fn serve(loaded: config::Loaded) -> ExitCode {
+    observability::alloc::limit_arenas();
     observability::init_logging(&loaded.config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
