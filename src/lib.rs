@@ -7,6 +7,7 @@
 //! - [`message`] / [`mapping`]: pure functions from envelope + MIME to API requests.
 //! - [`delivery`]: workers, rate limit, backoff; records outcomes in the spool.
 //! - [`backends`]: Postmark, Postal, dry-run; classify every API answer.
+//! - [`maildrop`]: local submission while the daemon is down; imported through the spool.
 //! - ops: [`config`], [`cli`], [`observability`], [`shutdown`], wired by [`app`].
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod maildrop;
 pub mod mapping;
 pub mod message;
 pub mod observability;
