@@ -129,6 +129,10 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         tracker.clone(),
     ));
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
+    // Local submission: import what `sendmail` left while we were down, then keep polling.
+    let maildrop_task = tokio::spawn(
+        crate::maildrop::Importer::new(cfg, spool.clone()).run(shutdown.clone()),
+    );
     notify::ready();
 
     shutdown.cancelled().await;
@@ -136,6 +140,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     health.set_draining();
     let _ = smtp_task.await;
     let _ = engine_task.await;
+    let _ = maildrop_task.await;
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
