@@ -130,9 +130,8 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     ));
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
     // Local submission: import what `sendmail` left while we were down, then keep polling.
-    let maildrop_task = tokio::spawn(
-        crate::maildrop::Importer::new(cfg, spool.clone()).run(shutdown.clone()),
-    );
+    let maildrop_task =
+        tokio::spawn(crate::maildrop::Importer::new(cfg, spool.clone()).run(shutdown.clone()));
     notify::ready();
 
     shutdown.cancelled().await;

@@ -74,7 +74,10 @@ fn main() -> ExitCode {
 /// The program name when it is one of the sendmail-compatible links.
 fn invoked_as() -> Option<String> {
     let argv0 = std::env::args_os().next()?;
-    let name = Path::new(&argv0).file_name()?.to_string_lossy().into_owned();
+    let name = Path::new(&argv0)
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
     ["sendmail", "mailq", "newaliases"]
         .contains(&name.as_str())
         .then_some(name)
@@ -103,7 +106,10 @@ fn run_sendmail(argv: &[String], config_path: Option<&Path>) -> u8 {
     let cfg = &loaded.config;
     let queue_command = match opts.mode {
         Mode::ListQueue => Some(QueueCommand::List { json: false }),
-        Mode::RunQueue => Some(QueueCommand::Retry(Target { id: None, all: true })),
+        Mode::RunQueue => Some(QueueCommand::Retry(Target {
+            id: None,
+            all: true,
+        })),
         _ => None,
     };
     if let Some(cmd) = queue_command {

@@ -36,7 +36,12 @@ fn sendmail(user: Option<&str>, maildrop: &Path, args: &[&str], input: &str) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn sendmail");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -58,7 +63,11 @@ fn shared_dir() -> tempfile::TempDir {
 }
 
 fn dry_run_requests(relay: &Relay) -> Vec<serde_json::Value> {
-    relay.files_in("dry-run", "json").iter().map(|p| read_json(p)).collect()
+    relay
+        .files_in("dry-run", "json")
+        .iter()
+        .map(|p| read_json(p))
+        .collect()
 }
 
 #[test]
@@ -69,9 +78,17 @@ fn mail_left_while_the_daemon_is_stopped_is_private_and_delivered_once() {
     let mut relay = Relay::start(dir.path(), &Setup::toml(""));
     relay.wait_for("the maildrop", 10, || maildrop.exists());
     assert!(relay.terminate().success());
-    assert_eq!(std::fs::metadata(&maildrop).unwrap().mode() & 0o7777, 0o3733);
+    assert_eq!(
+        std::fs::metadata(&maildrop).unwrap().mode() & 0o7777,
+        0o3733
+    );
 
-    let as_root = sendmail(None, &maildrop, &["-i", "ops@example.org"], "Subject: from root\n\nbody\n");
+    let as_root = sendmail(
+        None,
+        &maildrop,
+        &["-i", "ops@example.org"],
+        "Subject: from root\n\nbody\n",
+    );
     assert!(as_root.status.success(), "{as_root:?}");
     let as_nobody = sendmail(
         Some("nobody"),
@@ -86,7 +103,10 @@ fn mail_left_while_the_daemon_is_stopped_is_private_and_delivered_once() {
         .iter()
         .find(|f| std::fs::metadata(f).unwrap().uid() == 65534)
         .expect("a drop file owned by nobody");
-    assert_eq!(std::fs::metadata(nobody_file).unwrap().mode() & 0o777, 0o640);
+    assert_eq!(
+        std::fs::metadata(nobody_file).unwrap().mode() & 0o777,
+        0o640
+    );
 
     // Another unprivileged user can neither list, read nor delete it.
     let other = |cmd: &str| {
@@ -96,15 +116,23 @@ fn mail_left_while_the_daemon_is_stopped_is_private_and_delivered_once() {
             .unwrap()
     };
     let path = nobody_file.display().to_string();
-    assert!(!other(&format!("ls {}", maildrop.display())).status.success());
+    assert!(
+        !other(&format!("ls {}", maildrop.display()))
+            .status
+            .success()
+    );
     assert!(!other(&format!("cat {path}")).status.success());
     assert!(!other(&format!("rm -f {path}")).status.success());
     assert!(!other(&format!("mv {path} {path}.x")).status.success());
     assert!(nobody_file.exists());
 
     let relay = Relay::start(dir.path(), &Setup::toml(""));
-    relay.wait_for("both messages delivered", 20, || dry_run_requests(&relay).len() == 2);
-    relay.wait_for("the maildrop emptied", 10, || drop_files(&maildrop).is_empty());
+    relay.wait_for("both messages delivered", 20, || {
+        dry_run_requests(&relay).len() == 2
+    });
+    relay.wait_for("the maildrop emptied", 10, || {
+        drop_files(&maildrop).is_empty()
+    });
     let mut subjects: Vec<String> = dry_run_requests(&relay)
         .iter()
         .map(|r| r["Subject"].as_str().unwrap().to_string())
@@ -117,8 +145,14 @@ fn mail_left_while_the_daemon_is_stopped_is_private_and_delivered_once() {
         .iter()
         .map(|r| r["From"].as_str().unwrap().to_string())
         .collect();
-    assert!(senders.contains(&"nobody@host.example".to_string()), "{senders:?}");
-    assert!(senders.contains(&"root@host.example".to_string()), "{senders:?}");
+    assert!(
+        senders.contains(&"nobody@host.example".to_string()),
+        "{senders:?}"
+    );
+    assert!(
+        senders.contains(&"root@host.example".to_string()),
+        "{senders:?}"
+    );
     assert!(relay.files_in("queue", "json").is_empty());
 }
 
@@ -131,11 +165,20 @@ fn a_corrupt_drop_file_is_moved_aside_and_logged_and_the_others_delivered() {
     assert!(relay.terminate().success());
 
     for subject in ["one", "two"] {
-        let out = sendmail(None, &maildrop, &["r@example.org"], &format!("Subject: {subject}\n\nb\n"));
+        let out = sendmail(
+            None,
+            &maildrop,
+            &["r@example.org"],
+            &format!("Subject: {subject}\n\nb\n"),
+        );
         assert!(out.status.success(), "{out:?}");
     }
     let corrupt = maildrop.join("00-corrupt");
-    std::fs::write(&corrupt, "POSTRELAY-MAILDROP 1\nF a@x\nR r@x>\n\nSubject: evil\r\n\r\n").unwrap();
+    std::fs::write(
+        &corrupt,
+        "POSTRELAY-MAILDROP 1\nF a@x\nR r@x>\n\nSubject: evil\r\n\r\n",
+    )
+    .unwrap();
 
     let relay = Relay::start(dir.path(), &Setup::toml(""));
     relay.wait_for("two deliveries", 20, || dry_run_requests(&relay).len() == 2);
@@ -153,14 +196,23 @@ fn while_the_daemon_runs_sendmail_hands_mail_straight_to_it() {
     let dir = shared_dir();
     let relay = Relay::start(dir.path(), &Setup::toml(""));
     let out = Command::new(BIN)
-        .args(["sendmail", "-v", "--server", &relay.smtp.to_string(), "r@example.org"])
+        .args([
+            "sendmail",
+            "-v",
+            "--server",
+            &relay.smtp.to_string(),
+            "r@example.org",
+        ])
         .env_clear()
         .env("POSTRELAY_SENDMAIL__MAILDROP", dir.path().join("maildrop"))
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"Subject: direct\n\nb\n")?;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"Subject: direct\n\nb\n")?;
             c.wait_with_output()
         })
         .unwrap();

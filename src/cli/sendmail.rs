@@ -17,6 +17,7 @@ pub mod input;
 
 use std::fs::File;
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -60,8 +61,17 @@ impl Spill {
             Ok(d) => Ok(Spill::Drop(d)),
             Err(e) => {
                 let why = format!("the maildrop {} is not usable: {e}", maildrop.display());
-                let path = crate::spool::fsio::temp_name(&std::env::temp_dir(), ".postrelay-sendmail");
-                let file = crate::spool::fsio::create_new(&path)?;
+                let path =
+                    crate::spool::fsio::temp_name(&std::env::temp_dir(), ".postrelay-sendmail");
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(
+                        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32,
+                    )
+                    .open(&path)?;
                 let _ = std::fs::remove_file(&path);
                 Ok(Spill::Temp(file, why))
             }
@@ -92,7 +102,8 @@ pub enum Handed {
 /// Writes the envelope block and returns the spill, positioned to write the message.
 fn start(ctx: &Context, env: &Envelope) -> Result<(Spill, u64), (u8, String)> {
     let block = format::encode(env).map_err(|e| (EX_USAGE, e.to_string()))?;
-    let mut spill = Spill::open(&ctx.maildrop).map_err(|e| (EX_TEMPFAIL, format!("cannot write the message: {e}")))?;
+    let mut spill = Spill::open(&ctx.maildrop)
+        .map_err(|e| (EX_TEMPFAIL, format!("cannot write the message: {e}")))?;
     spill
         .file()
         .write_all(&block)
@@ -125,7 +136,10 @@ fn hand_on(ctx: &Context, mut spill: Spill, at: u64, env: &Envelope, dsn: &Dsn) 
             Ok(path) => Handed::Dropped(path),
             Err(e) => Handed::Failed(
                 EX_TEMPFAIL,
-                format!("{problem}, and the maildrop {} cannot take it: {e}", ctx.maildrop.display()),
+                format!(
+                    "{problem}, and the maildrop {} cannot take it: {e}",
+                    ctx.maildrop.display()
+                ),
             ),
         },
         Spill::Temp(_, why) if problem.starts_with("cannot reach") => {
@@ -159,12 +173,18 @@ pub fn run(o: &Options, ctx: &Context) -> u8 {
         }
         Handed::Dropped(path) => {
             if o.verbose {
-                eprintln!("sendmail: the daemon cannot take it now; kept in the maildrop as {}", path.display());
+                eprintln!(
+                    "sendmail: the daemon cannot take it now; kept in the maildrop as {}",
+                    path.display()
+                );
             }
             0
         }
         Handed::Refused(r) => {
-            eprintln!("sendmail: postrelay refused the message at {}: {} {}", r.during, r.code, r.text);
+            eprintln!(
+                "sendmail: postrelay refused the message at {}: {} {}",
+                r.during, r.code, r.text
+            );
             match r.during {
                 "RCPT TO" => EX_NOUSER,
                 "greeting" | "EHLO" => EX_UNAVAILABLE,
@@ -195,13 +215,21 @@ fn deliver(o: &Options, ctx: &Context, stdin: &mut impl io::BufRead) -> Handed {
     if header > ctx.max_message_size {
         return input_failure(InputError::TooLarge(ctx.max_message_size));
     }
-    let written = spill.file().write_all(&prepared.header).map_err(InputError::Io);
+    let written = spill
+        .file()
+        .write_all(&prepared.header)
+        .map_err(InputError::Io);
     let mut out = io::BufWriter::with_capacity(64 * 1024, spill.file());
     let body = written.and_then(|_| {
         if head.ended {
             return Ok(0);
         }
-        input::copy_body(stdin, &mut out, o.ignore_dots, ctx.max_message_size - header)
+        input::copy_body(
+            stdin,
+            &mut out,
+            o.ignore_dots,
+            ctx.max_message_size - header,
+        )
     });
     let flushed = out.flush().map_err(InputError::Io);
     drop(out);
@@ -232,7 +260,10 @@ pub fn login_name(uid: u32, passwd: &str) -> String {
 /// The real uid's login name (not `$USER`, which the caller controls).
 pub fn real_login() -> String {
     let uid = rustix::process::getuid().as_raw();
-    login_name(uid, &std::fs::read_to_string("/etc/passwd").unwrap_or_default())
+    login_name(
+        uid,
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -69,8 +69,11 @@ impl Client {
             .unwrap_or_else(|_| "localhost".into());
         let caps = self.command(&format!("EHLO {}", host.trim()), 250, "EHLO")?;
         let offers = |kw: &str| {
-            caps.lines()
-                .any(|l| l.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case(kw)))
+            caps.lines().any(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(kw))
+            })
         };
         let mut mail = format!("MAIL FROM:<{}>", env.mail_from);
         if offers("DSN") {
@@ -100,7 +103,12 @@ impl Client {
         Ok(done)
     }
 
-    fn command(&mut self, line: &str, want: u16, during: &'static str) -> Result<String, SubmitError> {
+    fn command(
+        &mut self,
+        line: &str,
+        want: u16,
+        during: &'static str,
+    ) -> Result<String, SubmitError> {
         self.writer.write_all(format!("{line}\r\n").as_bytes())?;
         self.writer.flush()?;
         self.expect(want, during)

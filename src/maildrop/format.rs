@@ -205,6 +205,11 @@ mod tests {
         let long = format!("{}@x", "a".repeat(MAX_ADDRESS - 2));
         let to: Vec<&str> = vec![long.as_str(); 3];
         let bytes = encode(&env(&long, &to)).unwrap();
-        assert!(bytes.len() <= max_block(3), "{} > {}", bytes.len(), max_block(3));
+        assert!(
+            bytes.len() <= max_block(3),
+            "{} > {}",
+            bytes.len(),
+            max_block(3)
+        );
     }
 }

@@ -307,7 +307,9 @@ fn check_dir(dir: &Path, maildrop: bool) -> Result<(), String> {
     let meta = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let shown = dir.display();
     if !meta.file_type().is_dir() {
-        return Err(format!("{shown} is not a directory (a symlink?); remove it"));
+        return Err(format!(
+            "{shown} is not a directory (a symlink?); remove it"
+        ));
     }
     let euid = rustix::process::geteuid().as_raw();
     if meta.uid() != euid {

@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert!(pending[0].starts_with('.') && pending[0].ends_with(".tmp"));
         let done = f.commit().unwrap();
-        assert_eq!(names(dir.path()), vec![done.file_name().unwrap().to_string_lossy()]);
+        assert_eq!(
+            names(dir.path()),
+            vec![done.file_name().unwrap().to_string_lossy()]
+        );
         let meta = fs::metadata(&done).unwrap();
         assert_eq!(meta.mode() & 0o7777, FILE_MODE);
         assert_eq!(fs::read(&done).unwrap(), b"bytes");

@@ -155,7 +155,10 @@ fn value_flag(o: &mut Options, flag: char, value: String) -> Result<(), UsageErr
             o.body_type = Some(value.to_ascii_uppercase());
         }
         'N' => {
-            let words: Vec<String> = value.split(',').map(|w| w.trim().to_ascii_lowercase()).collect();
+            let words: Vec<String> = value
+                .split(',')
+                .map(|w| w.trim().to_ascii_lowercase())
+                .collect();
             let known = words
                 .iter()
                 .all(|w| ["success", "failure", "delay"].contains(&w.as_str()));
@@ -172,7 +175,9 @@ fn value_flag(o: &mut Options, flag: char, value: String) -> Result<(), UsageErr
             o.ret = Some(v);
         }
         'V' => {
-            let printable = value.bytes().all(|b| (33..=126).contains(&b) && b != b'+' && b != b'=');
+            let printable = value
+                .bytes()
+                .all(|b| (33..=126).contains(&b) && b != b'+' && b != b'=');
             if value.is_empty() || value.len() > 100 || !printable {
                 return Err(bad("must be up to 100 printable characters without + or ="));
             }
@@ -235,13 +240,27 @@ mod tests {
             ),
             // Symfony Mailer / Laravel
             (&["-bs"], opts(|o| o.mode = Mode::Smtp)),
-            (&["-bs", "-i"], opts(|o| {
-                o.mode = Mode::Smtp;
-                o.ignore_dots = true;
-            })),
+            (
+                &["-bs", "-i"],
+                opts(|o| {
+                    o.mode = Mode::Smtp;
+                    o.ignore_dots = true;
+                }),
+            ),
             // mutt with DSN
             (
-                &["-oi", "-N", "failure,delay", "-R", "hdrs", "-V", "env-1", "--", "a@x", "-b@y"],
+                &[
+                    "-oi",
+                    "-N",
+                    "failure,delay",
+                    "-R",
+                    "hdrs",
+                    "-V",
+                    "env-1",
+                    "--",
+                    "a@x",
+                    "-b@y",
+                ],
                 opts(|o| {
                     o.ignore_dots = true;
                     o.notify = Some("FAILURE,DELAY".into());
@@ -252,7 +271,10 @@ mod tests {
             ),
             // clustered flags, ignored ones, options after a recipient
             (
-                &["-ti", "-h", "5", "-L", "tag", "-G", "-U", "-m", "-Am", "-Ac", "-O", "A=b", "r@x", "-v"],
+                &[
+                    "-ti", "-h", "5", "-L", "tag", "-G", "-U", "-m", "-Am", "-Ac", "-O", "A=b",
+                    "r@x", "-v",
+                ],
                 opts(|o| {
                     o.read_headers = true;
                     o.ignore_dots = true;
@@ -264,14 +286,20 @@ mod tests {
             (&["-q"], opts(|o| o.mode = Mode::RunQueue)),
             (&["-q30m"], opts(|o| o.mode = Mode::RunQueue)),
             (&["-bi"], opts(|o| o.mode = Mode::NewAliases)),
-            (&["-bm", "-N", "never", "r@x"], opts(|o| {
-                o.notify = Some("NEVER".into());
-                o.recipients = vec!["r@x".into()];
-            })),
-            (&["--server", "127.0.0.1:25", "r@x"], opts(|o| {
-                o.server = Some("127.0.0.1:25".into());
-                o.recipients = vec!["r@x".into()];
-            })),
+            (
+                &["-bm", "-N", "never", "r@x"],
+                opts(|o| {
+                    o.notify = Some("NEVER".into());
+                    o.recipients = vec!["r@x".into()];
+                }),
+            ),
+            (
+                &["--server", "127.0.0.1:25", "r@x"],
+                opts(|o| {
+                    o.server = Some("127.0.0.1:25".into());
+                    o.recipients = vec!["r@x".into()];
+                }),
+            ),
         ];
         for (args, want) in cases {
             assert_eq!(p(args), Ok(want), "{args:?}");
@@ -299,8 +327,14 @@ mod tests {
     #[test]
     fn cr_lf_or_nul_in_any_argument_is_refused_naming_it() {
         let cases: &[(&[&str], &str)] = &[
-            (&["-f", "app@example.com>\r\nRCPT TO:<victim@evil.example>"], "argument 2 (app@example.com>)"),
-            (&["-FBob\r\nX-PM-Message-Stream: broadcast", "r@x"], "argument 1 (-FBob)"),
+            (
+                &["-f", "app@example.com>\r\nRCPT TO:<victim@evil.example>"],
+                "argument 2 (app@example.com>)",
+            ),
+            (
+                &["-FBob\r\nX-PM-Message-Stream: broadcast", "r@x"],
+                "argument 1 (-FBob)",
+            ),
             (&["r@x", "s@x\nt@x"], "argument 2 (s@x)"),
             (&["-N", "never\0"], "argument 2 (never)"),
             (&["-V", "id\r"], "argument 2 (id)"),
@@ -308,7 +342,10 @@ mod tests {
         ];
         for (args, want) in cases {
             let e = p(args).unwrap_err().0;
-            assert!(e.starts_with(want) && e.ends_with("contains CR, LF or NUL"), "{e}");
+            assert!(
+                e.starts_with(want) && e.ends_with("contains CR, LF or NUL"),
+                "{e}"
+            );
         }
     }
 }

@@ -64,13 +64,20 @@ fn session(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context)
         }
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\r', '\n']);
-        let verb = line.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         match verb.as_str() {
             "EHLO" => {
                 from = None;
                 rcpts.clear();
                 let size = ctx.max_message_size;
-                reply(w, &format!("250-{host}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE {size}"))?;
+                reply(
+                    w,
+                    &format!("250-{host}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE {size}"),
+                )?;
             }
             "HELO" => {
                 from = None;
@@ -122,7 +129,13 @@ fn session(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context)
 }
 
 /// Receives the DATA section into a drop file and hands it on; returns the reply.
-fn data(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context, env: &Envelope) -> io::Result<String> {
+fn data(
+    r: &mut impl BufRead,
+    w: &mut impl Write,
+    o: &Options,
+    ctx: &Context,
+    env: &Envelope,
+) -> io::Result<String> {
     reply(w, "354 End data with <CR><LF>.<CR><LF>")?;
     let (mut spill, at) = match start(ctx, env) {
         Ok(s) => s,
@@ -139,7 +152,9 @@ fn data(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context, en
         if r.by_ref().take(64 * 1024).read_until(b'\n', &mut raw)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let content = raw.strip_suffix(b"\n").map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let content = raw
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         if content == Some(b".") {
             break;
         }
@@ -159,7 +174,10 @@ fn data(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context, en
     out.flush()?;
     drop(out);
     if too_large {
-        return Ok(format!("552 5.3.4 Message size exceeds fixed limit ({} bytes)", ctx.max_message_size));
+        return Ok(format!(
+            "552 5.3.4 Message size exceeds fixed limit ({} bytes)",
+            ctx.max_message_size
+        ));
     }
     Ok(match hand_on(ctx, spill, at, env, &dsn(o)) {
         Handed::Accepted(text) => format!("250 {text}"),

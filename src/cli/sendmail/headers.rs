@@ -69,7 +69,12 @@ pub fn parse_list(text: &str) -> Vec<(Option<String>, String)> {
         .and_then(|m| m.to())
         .map(|list| {
             list.iter()
-                .filter_map(|a| Some((a.name().map(str::to_string), a.address()?.trim().to_string())))
+                .filter_map(|a| {
+                    Some((
+                        a.name().map(str::to_string),
+                        a.address()?.trim().to_string(),
+                    ))
+                })
                 .filter(|(_, a)| !a.is_empty())
                 .collect()
         })
@@ -83,17 +88,27 @@ pub fn parse_list(text: &str) -> Vec<(Option<String>, String)> {
 fn field_value(f: &Field) -> String {
     let joined: Vec<u8> = f.lines.join(&b" "[..]);
     let text = String::from_utf8_lossy(&joined);
-    text.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default()
+    text.split_once(':')
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Pure: options + header block + who is sending → envelope and headers.
-pub fn prepare(o: &Options, head: &Head, local: &Local, now: SystemTime) -> Result<Prepared, String> {
+pub fn prepare(
+    o: &Options,
+    head: &Head,
+    local: &Local,
+    now: SystemTime,
+) -> Result<Prepared, String> {
     let d = local.domain.as_str();
     let mut rcpts = Vec::new();
     for (i, arg) in o.recipients.iter().enumerate() {
         let list = parse_list(arg);
         if list.is_empty() {
-            return Err(format!("recipient argument {} ({arg:?}) is not an address", i + 1));
+            return Err(format!(
+                "recipient argument {} ({arg:?}) is not an address",
+                i + 1
+            ));
         }
         rcpts.extend(list.into_iter().map(|(_, a)| a));
     }
@@ -115,11 +130,16 @@ pub fn prepare(o: &Options, head: &Head, local: &Local, now: SystemTime) -> Resu
     if rcpts.is_empty() {
         return Err("no recipients: give them as arguments or use -t".into());
     }
-    if let Some(bad) = rcpts.iter().find(|r| !crate::maildrop::format::valid_address(r)) {
+    if let Some(bad) = rcpts
+        .iter()
+        .find(|r| !crate::maildrop::format::valid_address(r))
+    {
         return Err(format!("recipient {bad:?} is not a valid address"));
     }
 
-    let header_from = headers("from").next().and_then(|f| parse_list(&field_value(f)).into_iter().next());
+    let header_from = headers("from")
+        .next()
+        .and_then(|f| parse_list(&field_value(f)).into_iter().next());
     let sender = match &o.from {
         Some(f) if f.trim() == "<>" || f.trim().is_empty() => String::new(),
         Some(f) => parse_list(f)
@@ -127,7 +147,10 @@ pub fn prepare(o: &Options, head: &Head, local: &Local, now: SystemTime) -> Resu
             .next()
             .map(|(_, a)| a)
             .ok_or_else(|| format!("-f {f:?} is not an address"))?,
-        None => header_from.as_ref().map(|(_, a)| a.clone()).unwrap_or_else(|| local.login.clone()),
+        None => header_from
+            .as_ref()
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| local.login.clone()),
     };
     let sender = qualify(&sender, d);
     if !sender.is_empty() && !crate::maildrop::format::valid_address(&sender) {
@@ -136,14 +159,21 @@ pub fn prepare(o: &Options, head: &Head, local: &Local, now: SystemTime) -> Resu
 
     let mut out = Vec::new();
     if header_from.is_none() && headers("from").next().is_none() {
-        let who = if sender.is_empty() { qualify(&local.login, d) } else { sender.clone() };
+        let who = if sender.is_empty() {
+            qualify(&local.login, d)
+        } else {
+            sender.clone()
+        };
         out.extend(field("From", &mailbox(o.full_name.as_deref(), &who)));
     }
     if headers("date").next().is_none() {
         out.extend(field("Date", &httpdate::fmt_http_date(now)));
     }
     if headers("message-id").next().is_none() {
-        out.extend(field("Message-ID", &format!("<{}@{d}>", ulid::Ulid::generate())));
+        out.extend(field(
+            "Message-ID",
+            &format!("<{}@{d}>", ulid::Ulid::generate()),
+        ));
     }
     for f in &head.fields {
         if o.read_headers && f.name == "bcc" {
@@ -165,7 +195,10 @@ pub fn prepare(o: &Options, head: &Head, local: &Local, now: SystemTime) -> Resu
         out.extend_from_slice(b"\r\n");
     }
     Ok(Prepared {
-        envelope: Envelope { mail_from: sender, rcpt_to: rcpts },
+        envelope: Envelope {
+            mail_from: sender,
+            rcpt_to: rcpts,
+        },
         header: out,
     })
 }

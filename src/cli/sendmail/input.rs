@@ -157,8 +157,17 @@ mod tests {
 
     #[test]
     fn the_header_block_ends_at_a_blank_line_or_the_first_other_line() {
-        let h = head(b"From root  Mon Jan  1 00:00:00 2024\nSubject: s\n  folded\nTo: root\n\nbody\n", false);
-        assert_eq!(h.fields, vec![field("subject", &["Subject: s", "  folded"]), field("to", &["To: root"])]);
+        let h = head(
+            b"From root  Mon Jan  1 00:00:00 2024\nSubject: s\n  folded\nTo: root\n\nbody\n",
+            false,
+        );
+        assert_eq!(
+            h.fields,
+            vec![
+                field("subject", &["Subject: s", "  folded"]),
+                field("to", &["To: root"])
+            ]
+        );
         assert_eq!(h.first_body_line, None);
         let h = head(b"Subject: s\r\nhello there\r\n", false);
         assert_eq!(h.first_body_line, Some(b"hello there".to_vec()));
@@ -199,7 +208,13 @@ mod tests {
     #[test]
     fn a_body_over_the_limit_is_refused() {
         let input = "line\n".repeat(100);
-        let e = copy_body(&mut Cursor::new(input.as_bytes()), &mut io::sink(), false, 100).unwrap_err();
+        let e = copy_body(
+            &mut Cursor::new(input.as_bytes()),
+            &mut io::sink(),
+            false,
+            100,
+        )
+        .unwrap_err();
         assert!(matches!(e, InputError::TooLarge(100)));
     }
 

@@ -79,27 +79,50 @@ async fn a_drop_file_is_imported_with_its_owner_uid_then_removed() {
     let f = fixture(1000);
     let path = drop_file(&f.maildrop, &valid("hello"));
     let scan = f.importer.scan().await;
-    assert_eq!(scan, Scan { imported: 1, refused: 0, deferred: 0 });
+    assert_eq!(
+        scan,
+        Scan {
+            imported: 1,
+            refused: 0,
+            deferred: 0
+        }
+    );
     assert!(!path.exists());
     let queued = queued_messages(&f.spool);
     assert_eq!(queued.len(), 1);
     let uid = rustix::process::geteuid().as_raw();
     assert!(
-        queued[0].starts_with(&format!("Received: by relay.local (postrelay maildrop, from userid {uid});\r\n\t")),
+        queued[0].starts_with(&format!(
+            "Received: by relay.local (postrelay maildrop, from userid {uid});\r\n\t"
+        )),
         "{}",
         queued[0]
     );
-    assert!(queued[0].ends_with("\r\nSubject: hello\r\n\r\nbody\r\n"), "{}", queued[0]);
+    assert!(
+        queued[0].ends_with("\r\nSubject: hello\r\n\r\nbody\r\n"),
+        "{}",
+        queued[0]
+    );
 }
 
 #[tokio::test]
 async fn a_corrupt_file_is_moved_aside_with_its_reason_and_the_others_imported() {
     let f = fixture(1000);
     drop_file(&f.maildrop, &valid("one"));
-    let bad = drop_file(&f.maildrop, b"POSTRELAY-MAILDROP 1\nF a@x\nR r@x\r\nRCPT TO:<v@evil>\n\nx");
+    let bad = drop_file(
+        &f.maildrop,
+        b"POSTRELAY-MAILDROP 1\nF a@x\nR r@x\r\nRCPT TO:<v@evil>\n\nx",
+    );
     drop_file(&f.maildrop, &valid("two"));
     let scan = f.importer.scan().await;
-    assert_eq!(scan, Scan { imported: 2, refused: 1, deferred: 0 });
+    assert_eq!(
+        scan,
+        Scan {
+            imported: 2,
+            refused: 1,
+            deferred: 0
+        }
+    );
     let name = bad.file_name().unwrap().to_string_lossy().into_owned();
     let aside = f.maildrop.join("bad").join(&name);
     assert!(aside.exists());
@@ -126,7 +149,14 @@ async fn symlinks_and_hard_links_are_moved_aside_and_their_targets_untouched() {
     std::os::unix::fs::symlink(&outside, f.maildrop.join("01-link")).unwrap();
     fs::hard_link(&outside, f.maildrop.join("02-hard")).unwrap();
     let scan = f.importer.scan().await;
-    assert_eq!(scan, Scan { imported: 0, refused: 2, deferred: 0 });
+    assert_eq!(
+        scan,
+        Scan {
+            imported: 0,
+            refused: 2,
+            deferred: 0
+        }
+    );
     assert_eq!(fs::read(&outside).unwrap(), valid("secret"));
     assert!(queued_messages(&f.spool).is_empty());
     let reason = fs::read_to_string(f.maildrop.join("bad/01-link.reason")).unwrap();
