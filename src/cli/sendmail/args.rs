@@ -92,8 +92,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
             o.recipients.push(arg.clone());
             continue;
         };
-        let mut chars = flags.char_indices();
-        while let Some((at, flag)) = chars.next() {
+        for (at, flag) in flags.char_indices() {
             let rest = &flags[at + flag.len_utf8()..];
             if WITH_VALUE.contains(&flag) {
                 let value = match rest {
@@ -183,11 +182,7 @@ fn value_flag(o: &mut Options, flag: char, value: String) -> Result<(), UsageErr
             }
             o.envid = Some(value);
         }
-        'h' => {
-            if value.parse::<u32>().is_err() {
-                return Err(bad("must be a hop count"));
-            }
-        }
+        'h' if value.parse::<u32>().is_err() => return Err(bad("must be a hop count")),
         // -L label, -O option=value: accepted and ignored.
         _ => {}
     }
