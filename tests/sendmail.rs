@@ -50,9 +50,10 @@ fn recorded_args(path: &Path) -> Vec<String> {
 
 #[test]
 fn debian_cron_mails_job_output_through_sendmail() {
-    if Command::new("cron").arg("-h").output().is_err() {
-        panic!("Debian's cron is not installed: apt-get install cron (.ci/run does)");
-    }
+    assert!(
+        Path::new("/usr/sbin/cron").exists(),
+        "Debian's cron is not installed: apt-get install cron (.ci/run does)"
+    );
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml(""));
     let (script, args) = wrapper(
@@ -75,11 +76,14 @@ fn debian_cron_mails_job_output_through_sendmail() {
     )
     .unwrap();
     std::fs::write(dir.path().join("crontab"), "").unwrap();
+    let crontabs = dir.path().join("crontabs");
+    std::fs::create_dir_all(&crontabs).unwrap();
     let setup = format!(
-        "mount --bind {sbin} /usr/sbin && mount --bind {crond} /etc/cron.d && mount --bind {crontab} /etc/crontab && mount -t tmpfs none /run && mkdir -p /run && exec {cron} -f -L 15",
+        "mount --bind {sbin} /usr/sbin && mount --bind {crond} /etc/cron.d && mount --bind {crontab} /etc/crontab && mount --bind {crontabs} /var/spool/cron/crontabs && mount -t tmpfs none /run && mkdir -p /run && exec {cron} -f -L 15",
         sbin = sbin.display(),
         crond = crond.display(),
         crontab = dir.path().join("crontab").display(),
+        crontabs = crontabs.display(),
         cron = cron_bin.display(),
     );
     let mut cron = Command::new("unshare")
@@ -87,7 +91,7 @@ fn debian_cron_mails_job_output_through_sendmail() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("unshare");
+        .expect("unshare (util-linux; needs root for a private mount namespace)");
     // cron runs the job at the next minute boundary.
     let deadline = Instant::now() + Duration::from_secs(90);
     while dry_run(&relay).is_empty() && Instant::now() < deadline {
@@ -391,4 +395,26 @@ fn a_permanent_refusal_exits_with_sysexits_and_the_daemons_text() {
         .filter(|p| p.is_file())
         .collect();
     assert!(left.is_empty(), "a refused message is not kept: {left:?}");
+}
+
+#[test]
+fn mailq_and_newaliases_links_behave_as_on_postfix() {
+    let dir = tempdir();
+    let link = |name: &str| {
+        let path = dir.path().join(name);
+        std::os::unix::fs::symlink(BIN, &path).unwrap();
+        Command::new(path)
+            .env_clear()
+            .env("POSTRELAY_SPOOL__DIR", dir.path().join("spool"))
+            .output()
+            .unwrap()
+    };
+    let out = link("newaliases");
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let out = link("mailq");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Queue is empty."
+    );
 }

@@ -59,6 +59,8 @@ pub struct Importer {
     max_message_size: u64,
     max_recipients: usize,
     hostname: String,
+    /// Cancelled at shutdown: a scan stops between files.
+    stop: CancellationToken,
 }
 
 impl Importer {
@@ -71,13 +73,15 @@ impl Importer {
             max_message_size: cfg.smtp.max_message_size as u64,
             max_recipients: cfg.smtp.max_recipients,
             hostname: cfg.smtp.hostname.clone(),
+            stop: CancellationToken::new(),
         }
     }
 
     /// Imports at once, then every [`POLL`] until `shutdown`. A maildrop
     /// that cannot be created or is not safe is reported (once per change)
     /// and tried again each round; the daemon keeps serving SMTP.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.stop = shutdown.clone();
         let mut last_problem: Option<String> = None;
         loop {
             match self.prepare() {
@@ -145,6 +149,9 @@ impl Importer {
         };
         names.sort();
         for name in names {
+            if self.stop.is_cancelled() {
+                break;
+            }
             let path = self.dir.join(&name);
             if name.starts_with('.') {
                 self.remove_if_stale(&path);
