@@ -133,6 +133,7 @@ fn run_sendmail(argv: &[String], config_path: Option<&Path>) -> u8 {
         maildrop: cfg.sendmail.maildrop.clone(),
         max_message_size: cfg.smtp.max_message_size as u64,
         max_header_size: cfg.smtp.max_header_size,
+        max_recipients: cfg.smtp.max_recipients,
         local: Local {
             login: sendmail::real_login(),
             domain: cfg.local.effective_domain(),

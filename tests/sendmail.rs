@@ -418,3 +418,27 @@ fn mailq_and_newaliases_links_behave_as_on_postfix() {
         "Queue is empty."
     );
 }
+
+#[test]
+fn more_recipients_than_the_daemon_takes_is_refused_not_dropped() {
+    let dir = tempdir();
+    let maildrop = dir.path().join("maildrop");
+    std::fs::create_dir(&maildrop).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "sendmail",
+            "--server",
+            "127.0.0.1:9",
+            "a@example.org",
+            "b@example.org",
+        ])
+        .env_clear()
+        .env("POSTRELAY_SENDMAIL__MAILDROP", &maildrop)
+        .env("POSTRELAY_SMTP__MAX_RECIPIENTS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than smtp.max_recipients (1)"));
+    assert_eq!(std::fs::read_dir(&maildrop).unwrap().count(), 0);
+}

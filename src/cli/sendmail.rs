@@ -44,6 +44,9 @@ pub struct Context {
     pub maildrop: PathBuf,
     pub max_message_size: u64,
     pub max_header_size: usize,
+    /// More recipients than the daemon takes in one transaction is refused
+    /// here: the importer would refuse the drop file too.
+    pub max_recipients: usize,
     pub local: Local,
 }
 
@@ -207,6 +210,14 @@ fn deliver(o: &Options, ctx: &Context, stdin: &mut impl io::BufRead) -> Handed {
         Ok(p) => p,
         Err(e) => return Handed::Failed(EX_USAGE, e),
     };
+    let count = prepared.envelope.rcpt_to.len();
+    if count > ctx.max_recipients {
+        let max = ctx.max_recipients;
+        return Handed::Failed(
+            EX_DATAERR,
+            format!("{count} recipients: more than smtp.max_recipients ({max})"),
+        );
+    }
     let (mut spill, at) = match start(ctx, &prepared.envelope) {
         Ok(s) => s,
         Err((code, why)) => return Handed::Failed(code, why),

@@ -17,8 +17,6 @@ use crate::message::address::{qualify, route_recipient};
 
 /// Longest command line read (RFC 5321 allows 512 octets; extensions more).
 const LINE: u64 = 4096;
-/// Recipients per transaction.
-const MAX_RCPTS: usize = 1000;
 
 /// Serves one SMTP session; returns the exit code (0 unless I/O failed).
 pub fn serve(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context) -> u8 {
@@ -95,7 +93,7 @@ fn session(r: &mut impl BufRead, w: &mut impl Write, o: &Options, ctx: &Context)
             },
             "RCPT" if from.is_none() => reply(w, "503 5.5.1 Error: need MAIL command")?,
             "RCPT" => match path_arg(line, "RCPT TO:") {
-                Some(a) if valid_address(a) && rcpts.len() < MAX_RCPTS => {
+                Some(a) if valid_address(a) && rcpts.len() < ctx.max_recipients => {
                     rcpts.push(route_recipient(a, domain, admin));
                     reply(w, "250 2.1.5 Ok")?;
                 }
