@@ -109,11 +109,20 @@ impl Importer {
     /// checks both are ours and safe; the text says what to fix.
     pub fn prepare(&self) -> Result<(), String> {
         if fs::symlink_metadata(&self.dir).is_err() {
-            if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Missing parents are made 0755 whatever the umask: every local
+            // user must be able to reach the maildrop.
+            let mut missing: Vec<&Path> = self
+                .dir
+                .ancestors()
+                .skip(1)
+                .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+                .collect();
+            missing.reverse();
+            for parent in missing {
                 fs::DirBuilder::new()
-                    .recursive(true)
                     .mode(0o755)
                     .create(parent)
+                    .and_then(|_| fs::set_permissions(parent, fs::Permissions::from_mode(0o755)))
                     .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
             match fs::DirBuilder::new().mode(0o700).create(&self.dir) {

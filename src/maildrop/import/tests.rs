@@ -173,3 +173,19 @@ async fn temp_files_in_progress_are_left_alone() {
     pending.commit().unwrap();
     assert_eq!(f.importer.scan().await.imported, 1);
 }
+
+#[test]
+fn missing_parents_are_created_reachable_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(&tmp.path().join("spool"), 0).unwrap();
+    let mut cfg = Config::default();
+    cfg.sendmail.maildrop = tmp.path().join("a/b/maildrop");
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let prepared = Importer::new(&cfg, Arc::new(spool)).prepare();
+    rustix::process::umask(old);
+    prepared.unwrap();
+    for dir in ["a", "a/b"] {
+        let mode = fs::metadata(tmp.path().join(dir)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{dir}");
+    }
+}
