@@ -220,3 +220,44 @@ fn while_the_daemon_runs_sendmail_hands_mail_straight_to_it() {
     assert!(out.status.success() && err.contains("queued as"), "{err}");
     assert!(drop_files(&dir.path().join("maildrop")).is_empty());
 }
+
+#[test]
+fn a_temporary_refusal_keeps_the_message_in_the_maildrop_until_the_spool_can_take_it() {
+    let dir = shared_dir();
+    let maildrop = dir.path().join("maildrop");
+    let full = Setup::toml("").env("POSTRELAY_SPOOL__MIN_FREE_SPACE", "18446744073709551615");
+    let relay = Relay::start(dir.path(), &full);
+    relay.wait_for("the maildrop", 10, || maildrop.exists());
+    let out = Command::new(BIN)
+        .args([
+            "sendmail",
+            "--server",
+            &relay.smtp.to_string(),
+            "r@example.org",
+        ])
+        .env_clear()
+        .env("POSTRELAY_SENDMAIL__MAILDROP", &maildrop)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"Subject: later\n\nb\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(drop_files(&maildrop).len(), 1);
+    // The daemon cannot import it either while its spool is full: it stays.
+    relay.wait_log("maildrop file left for the next round", 10);
+    assert_eq!(drop_files(&maildrop).len(), 1);
+    drop(relay);
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    relay.wait_for("the delivery", 20, || dry_run_requests(&relay).len() == 1);
+    relay.wait_for("the maildrop emptied", 10, || {
+        drop_files(&maildrop).is_empty()
+    });
+    assert_eq!(dry_run_requests(&relay)[0]["Subject"], "later");
+}
