@@ -29,11 +29,16 @@ RUN apt-get update \
  && groupadd --system --gid 10025 postrelay \
  && useradd --system --uid 10025 --gid 10025 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin postrelay \
- && install -d -m 0700 -o 10025 -g 10025 /var/spool/postrelay
+ && install -d -m 0700 -o 10025 -g 10025 /var/spool/postrelay \
+ && install -d -m 3733 -o 10025 -g 10025 /var/spool/postrelay-maildrop
 COPY --from=builder /usr/local/bin/postrelay /usr/local/bin/postrelay
 
+# The maildrop (docs/maildrop.md) cannot live inside the private spool: it is
+# beside it, mode 3733, for `docker exec ... postrelay sendmail` run as another
+# uid while the daemon restarts.
 ENV POSTRELAY_SMTP__LISTEN=0.0.0.0:2525 \
     POSTRELAY_SPOOL__DIR=/var/spool/postrelay \
+    POSTRELAY_SENDMAIL__MAILDROP=/var/spool/postrelay-maildrop \
     POSTRELAY_HTTP__LISTEN=0.0.0.0:9025
 EXPOSE 2525 9025
 VOLUME ["/var/spool/postrelay"]

@@ -139,12 +139,16 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         tracker.clone(),
     ));
     let engine_task = tokio::spawn(engine.run(shutdown.clone(), tracker.clone()));
+    // Local submission: import what `sendmail` left while we were down, then keep polling.
+    let maildrop_task =
+        tokio::spawn(crate::maildrop::Importer::new(cfg, spool.clone()).run(shutdown.clone()));
     notify::ready();
 
     let mut core = vec![
         ("the delivery engine", engine_task),
         ("the SMTP listener", smtp_task),
         ("the control socket", control_task),
+        ("the maildrop importer", maildrop_task),
     ];
     core.extend(admin_task.map(|t| ("the admin HTTP listener", t)));
     let died = supervise(core, &shutdown, &health).await;

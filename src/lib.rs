@@ -20,6 +20,8 @@
 //!   `backends` and `spool`.
 //! - [`backends`]: Postmark, Postal, dry-run: one API call in, one
 //!   [`backends::Outcome`] out. Never imports `delivery`, `spool` or `smtp`.
+//! - [`maildrop`]: local submission while the daemon is down; imported
+//!   through the spool's commit path.
 //! - ops: [`config`], [`cli`], [`observability`], [`shutdown`], wired by [`app`].
 //!   `message` and `config` sit below everything above; the ops modules may
 //!   use any module, and none of the mail path imports `cli`, `control` or `app`.
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod maildrop;
 pub mod mapping;
 pub mod message;
 pub mod observability;

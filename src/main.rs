@@ -1,26 +1,40 @@
 //! The `postrelay` binary: CLI → config → logging → `app::run`. Exit codes:
 //! 0 ok, 78 (EX_CONFIG) bad configuration, 1 anything else; `sendmail`
 //! follows sysexits(3). Invoked as `sendmail` (a symlink), it is
-//! `postrelay sendmail`. `serve` and `check-config` load the full
-//! configuration; `queue` and `sendmail` leave the secrets unread.
+//! `postrelay sendmail`; as `mailq`, `sendmail -bp`; as `newaliases`, a
+//! successful no-op, as on Postfix. `serve` and `check-config` load the
+//! full configuration; `queue` and `sendmail` leave the secrets unread.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{FromArgMatches, Parser};
-use postrelay::cli::{Cli, Command, SendmailArgs, queue, sendmail};
+use clap::Parser;
+use postrelay::cli::sendmail::args::{self, Mode};
+use postrelay::cli::sendmail::headers::Local;
+use postrelay::cli::{Cli, Command, QueueCommand, Target, queue, sendmail};
 use postrelay::{app, config, observability, shutdown};
 use tokio_util::sync::CancellationToken;
 
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
-    if invoked_as_sendmail() {
-        return sendmail_main();
+    let env_config = std::env::var_os("POSTRELAY_CONFIG");
+    let env_config = env_config.as_deref().map(Path::new);
+    let rest = || -> Vec<String> {
+        std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    };
+    match invoked_as().as_deref() {
+        Some("sendmail") => return ExitCode::from(run_sendmail(&rest(), env_config)),
+        Some("mailq") => return ExitCode::from(run_sendmail(&["-bp".into()], env_config)),
+        Some("newaliases") => return ExitCode::SUCCESS,
+        _ => {}
     }
     let cli = Cli::parse();
-    if let Some(Command::Sendmail(args)) = &cli.command {
-        return ExitCode::from(run_sendmail(args, cli.config.as_deref()));
+    if let Some(Command::Sendmail(a)) = &cli.command {
+        return ExitCode::from(run_sendmail(&a.args, cli.config.as_deref()));
     }
     let command = cli.command.unwrap_or(Command::Serve);
     // The queue tools need no credentials; the operator running them may not
@@ -57,49 +71,76 @@ fn main() -> ExitCode {
     }
 }
 
-fn invoked_as_sendmail() -> bool {
-    std::env::args_os()
-        .next()
-        .and_then(|a| Path::new(&a).file_name().map(|n| n == "sendmail"))
-        .unwrap_or(false)
+/// The program name when it is one of the sendmail-compatible links.
+fn invoked_as() -> Option<String> {
+    let argv0 = std::env::args_os().next()?;
+    let name = Path::new(&argv0)
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
+    ["sendmail", "mailq", "newaliases"]
+        .contains(&name.as_str())
+        .then_some(name)
 }
 
-/// `sendmail -t -i ...` through a symlink: the arguments are sendmail's own.
-fn sendmail_main() -> ExitCode {
-    let cmd = clap::Command::new("sendmail").no_binary_name(false);
-    let cmd = <SendmailArgs as clap::Args>::augment_args(cmd);
-    let matches = cmd.get_matches();
-    match SendmailArgs::from_arg_matches(&matches) {
-        Ok(args) => ExitCode::from(run_sendmail(
-            &args,
-            std::env::var_os("POSTRELAY_CONFIG")
-                .as_deref()
-                .map(Path::new),
-        )),
-        Err(e) => e.exit(),
+/// sendmail(8): parse the flags, load the configuration without secrets
+/// (PHP running as `www-data` needs no token), then submit or act on the queue.
+fn run_sendmail(argv: &[String], config_path: Option<&Path>) -> u8 {
+    let opts = match args::parse(argv) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return sendmail::EX_USAGE;
+        }
+    };
+    if opts.mode == Mode::NewAliases {
+        return 0;
     }
-}
-
-/// The SMTP address: `--server`, else `smtp.listen` from the config, else the
-/// default. Secrets are not read: PHP running as `www-data` needs no token.
-fn run_sendmail(args: &SendmailArgs, config_path: Option<&Path>) -> u8 {
-    let server = match &args.server {
-        Some(s) => s.clone(),
-        None => match config::load_for_tools(config_path) {
-            Ok(l) => {
-                let mut addr = l.config.smtp.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip([127, 0, 0, 1].into());
-                }
-                addr.to_string()
-            }
+    let loaded = match config::load_for_tools(config_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sendmail: configuration error: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let cfg = &loaded.config;
+    let queue_command = match opts.mode {
+        Mode::ListQueue => Some(QueueCommand::List { json: false }),
+        Mode::RunQueue => Some(QueueCommand::Retry(Target {
+            id: None,
+            all: true,
+        })),
+        _ => None,
+    };
+    if let Some(cmd) = queue_command {
+        return match queue::run(&cmd, cfg) {
+            Ok(code) => code,
             Err(e) => {
-                eprintln!("sendmail: configuration error: {e}");
-                return EX_CONFIG;
+                eprintln!("sendmail: {e:#}");
+                sendmail::EX_TEMPFAIL
             }
+        };
+    }
+    let server = opts.server.clone().unwrap_or_else(|| {
+        let mut addr = cfg.smtp.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        addr.to_string()
+    });
+    let ctx = sendmail::Context {
+        server,
+        maildrop: cfg.sendmail.maildrop.clone(),
+        max_message_size: cfg.smtp.max_message_size as u64,
+        max_header_size: cfg.smtp.max_header_size,
+        max_recipients: cfg.smtp.max_recipients,
+        local: Local {
+            login: sendmail::real_login(),
+            domain: cfg.local.effective_domain(),
+            admin: cfg.local.admin().map(str::to_string),
         },
     };
-    sendmail::run(args, &server)
+    sendmail::run(&opts, &ctx)
 }
 
 fn serve(loaded: config::Loaded) -> ExitCode {

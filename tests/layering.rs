@@ -48,6 +48,12 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     ("delivery", &["smtp", "cli", "control", "app"]),
     (
+        "maildrop",
+        &[
+            "smtp", "mapping", "delivery", "backends", "cli", "control", "app",
+        ],
+    ),
+    (
         "config",
         &[
             "smtp", "spool", "mapping", "delivery", "backends", "cli", "control", "app",

@@ -305,6 +305,8 @@ fn sendmail_exits_69_with_a_clear_message_when_the_daemon_is_unreachable() {
     let out = Command::new(BIN)
         .args(["sendmail", "--server", "127.0.0.1:9", "someone@example.org"])
         .env_clear()
+        // No maildrop to fall back on: the caller must hear it.
+        .env("POSTRELAY_SENDMAIL__MAILDROP", "/nonexistent/maildrop")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -407,6 +409,7 @@ fn sendmail_gets_past_config_loading_without_reading_the_token() {
         .arg(&cfg)
         .args(["sendmail", "someone@example.org"])
         .env_clear()
+        .env("POSTRELAY_SENDMAIL__MAILDROP", "/nonexistent/maildrop")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

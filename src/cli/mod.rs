@@ -34,6 +34,7 @@ pub enum Command {
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Submit a message from stdin to the local daemon, like sendmail(8).
+    #[command(disable_help_flag = true)]
     Sendmail(SendmailArgs),
 }
 
@@ -69,34 +70,11 @@ pub struct Target {
     pub all: bool,
 }
 
-/// sendmail(8)-compatible options. Unknown classic flags are not accepted,
-/// so a misconfigured caller hears about it instead of losing mail.
+/// sendmail(8)'s arguments, parsed by [`sendmail::args::parse`] (getopt
+/// rules: `-FCronDaemon`, `-oem`, `-bs`, clustered flags).
 #[derive(Debug, Args, Default)]
 pub struct SendmailArgs {
-    /// Read recipients from the To, Cc and Bcc headers (Bcc is removed).
-    #[arg(short = 't')]
-    pub read_headers: bool,
-    /// A line with a single "." does not end the message.
-    #[arg(short = 'i')]
-    pub ignore_dots: bool,
-    /// Classic `-o` options; `-oi` is the same as `-i`, others are ignored.
-    #[arg(short = 'o', value_name = "OPT")]
-    pub options: Vec<String>,
-    /// Envelope sender.
-    #[arg(short = 'f', value_name = "ADDRESS")]
-    pub from: Option<String>,
-    /// Full name of the sender, used when the message has no From header.
-    #[arg(short = 'F', value_name = "NAME")]
-    pub full_name: Option<String>,
-    /// Body type (`-B 8BITMIME`); accepted for compatibility.
-    #[arg(short = 'B', value_name = "TYPE")]
-    pub body_type: Option<String>,
-    /// postrelay's SMTP address (default: smtp.listen from the config, else 127.0.0.1:2525).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub server: Option<String>,
-    /// Verbose: print the server's final reply (it names the queue id) to stderr.
-    #[arg(short = 'v')]
-    pub verbose: bool,
-    /// Recipients.
-    pub recipients: Vec<String>,
+    /// Flags and recipients as sendmail(8) takes them (see `man sendmail`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<String>,
 }

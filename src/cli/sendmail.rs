@@ -1,14 +1,33 @@
-//! `postrelay sendmail`: what cron, PHP's `mail()` and other programs that
-//! call `/usr/sbin/sendmail` expect. Reads the message from stdin, works out
-//! the envelope (`-f`, arguments, `-t` headers), fills in missing `From`,
-//! `Date` and `Message-ID`, and submits it to the local daemon over SMTP.
-//! Exit codes follow sysexits(3), as sendmail's callers expect.
+//! `postrelay sendmail` (and `/usr/sbin/sendmail`): what cron, PHP's
+//! `mail()`, mutt, Symfony Mailer and other local programs expect. The
+//! message streams from stdin into a drop file in the maildrop (or, when
+//! the maildrop is not usable, an unnamed temp file), is handed to the
+//! daemon over SMTP, and when the daemon is down or answers 4xx, the drop
+//! file is committed to the maildrop for the daemon to import later.
+//!
+//! Invariant: exit 0 only when the daemon answered 250 or the message is
+//! durably in the maildrop (fsync, rename, directory sync). Exit codes
+//! follow sysexits(3): 64 usage, 65 data, 67 unknown recipient, 69
+//! unavailable, 74 I/O, 75 try again.
 
-use std::io::Read;
+pub mod args;
+mod bs;
+pub mod headers;
+pub mod input;
+
+use std::fs::File;
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::SendmailArgs;
-use super::submit::{Client, SubmitError};
+use args::{Mode, Options};
+use headers::Local;
+use input::InputError;
+
+use super::submit::{Client, Dsn, Refused, SubmitError};
+use crate::maildrop::{DropFile, format};
+use crate::message::Envelope;
 
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
@@ -17,385 +36,257 @@ pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_IOERR: u8 = 74;
 pub const EX_TEMPFAIL: u8 = 75;
 
-/// The envelope and the CRLF message to submit.
-#[derive(Debug, PartialEq)]
-pub struct Prepared {
-    pub from: String,
-    pub rcpts: Vec<String>,
-    pub message: Vec<u8>,
+/// What a submission needs from the configuration and the host.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// postrelay's SMTP address.
+    pub server: String,
+    pub maildrop: PathBuf,
+    pub max_message_size: u64,
+    pub max_header_size: usize,
+    /// More recipients than the daemon takes in one transaction is refused
+    /// here: the importer would refuse the drop file too.
+    pub max_recipients: usize,
+    pub local: Local,
 }
 
-/// Pure: stdin bytes + options → what to submit.
-pub fn prepare(
-    args: &SendmailArgs,
-    input: &[u8],
-    login: &str,
-    host: &str,
-    now: SystemTime,
-) -> Result<Prepared, String> {
-    let ignore_dots = args.ignore_dots || args.options.iter().any(|o| o == "i");
-    let mut lines: Vec<&[u8]> = Vec::new();
-    for line in input.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !ignore_dots && line == b"." {
-            break;
-        }
-        lines.push(line);
-    }
-    if input.ends_with(b"\n") && lines.last() == Some(&&b""[..]) {
-        lines.pop();
-    }
-    let (headers, body) = split_header_block(&lines);
+/// Where a message is written while it is handed on.
+enum Spill {
+    /// In the maildrop, under a temp name: committed if the daemon cannot take it.
+    Drop(DropFile),
+    /// The maildrop is not usable (the text says why): an unnamed temp file.
+    Temp(File, String),
+}
 
-    // Header fields with their continuation lines, as (name, whole field lines).
-    let mut fields: Vec<(String, Vec<&[u8]>)> = Vec::new();
-    for line in headers {
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            if let Some((_, f)) = fields.last_mut() {
-                f.push(line);
+impl Spill {
+    fn open(maildrop: &Path) -> io::Result<Spill> {
+        match DropFile::create(maildrop) {
+            Ok(d) => Ok(Spill::Drop(d)),
+            Err(e) => {
+                let why = format!("the maildrop {} is not usable: {e}", maildrop.display());
+                let path =
+                    crate::spool::fsio::temp_name(&std::env::temp_dir(), ".postrelay-sendmail");
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(
+                        (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32,
+                    )
+                    .open(&path)?;
+                let _ = std::fs::remove_file(&path);
+                Ok(Spill::Temp(file, why))
             }
-            continue;
         }
-        let name = line.split(|&b| b == b':').next().unwrap_or_default();
-        fields.push((
-            String::from_utf8_lossy(name).trim().to_ascii_lowercase(),
-            vec![line],
-        ));
     }
-    let has = |n: &str| fields.iter().any(|(name, _)| name == n);
 
-    let header_block: Vec<u8> = fields
-        .iter()
-        .flat_map(|(_, f)| f.iter().flat_map(|l| l.iter().copied().chain(*b"\r\n")))
-        .collect();
-    let mut head = header_block.clone();
-    head.extend_from_slice(b"\r\n");
-    let parsed = mail_parser::MessageParser::default().parse_headers(&head[..]);
-    let addrs = |which: &str| -> Vec<String> {
-        let list = parsed.as_ref().and_then(|m| match which {
-            "to" => m.to(),
-            "cc" => m.cc(),
-            "bcc" => m.bcc(),
-            _ => m.from(),
+    fn file(&mut self) -> &mut File {
+        match self {
+            Spill::Drop(d) => d.file(),
+            Spill::Temp(f, _) => f,
+        }
+    }
+}
+
+/// How a message was handed on.
+#[derive(Debug)]
+pub enum Handed {
+    /// The daemon answered 250 with this text.
+    Accepted(String),
+    /// Durably in the maildrop under this name.
+    Dropped(PathBuf),
+    /// The daemon refused it for good (5xx).
+    Refused(Refused),
+    /// Neither: the exit code and what to tell the caller.
+    Failed(u8, String),
+}
+
+/// Writes the envelope block and returns the spill, positioned to write the message.
+fn start(ctx: &Context, env: &Envelope) -> Result<(Spill, u64), (u8, String)> {
+    let block = format::encode(env).map_err(|e| (EX_USAGE, e.to_string()))?;
+    let mut spill = Spill::open(&ctx.maildrop)
+        .map_err(|e| (EX_TEMPFAIL, format!("cannot write the message: {e}")))?;
+    spill
+        .file()
+        .write_all(&block)
+        .map_err(|e| (EX_TEMPFAIL, format!("cannot write the message: {e}")))?;
+    Ok((spill, block.len() as u64))
+}
+
+/// Offers the message to the daemon; when it cannot take it now, commits
+/// the drop file to the maildrop.
+fn hand_on(ctx: &Context, mut spill: Spill, at: u64, env: &Envelope, dsn: &Dsn) -> Handed {
+    let sent = spill
+        .file()
+        .seek(SeekFrom::Start(at))
+        .map_err(SubmitError::Io)
+        .and_then(|_| {
+            let mut message = BufReader::with_capacity(64 * 1024, spill.file());
+            Client::connect(&ctx.server)?.send(env, dsn, &mut message)
         });
-        list.map(|a| {
-            a.iter()
-                .filter_map(|x| x.address().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    let problem = match sent {
+        Ok(text) => return Handed::Accepted(text),
+        Err(SubmitError::Refused(r)) if r.code >= 500 => return Handed::Refused(r),
+        Err(SubmitError::Connect(e)) => format!(
+            "cannot reach postrelay at {}: {e} (is the daemon running? see --server)",
+            ctx.server
+        ),
+        Err(e) => format!("postrelay at {} did not take the message: {e}", ctx.server),
     };
-
-    let mut rcpts: Vec<String> = args
-        .recipients
-        .iter()
-        .flat_map(|r| r.split(','))
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty())
-        .collect();
-    if args.read_headers {
-        for which in ["to", "cc", "bcc"] {
-            rcpts.extend(addrs(which));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    rcpts.retain(|r| seen.insert(r.to_ascii_lowercase()));
-    if rcpts.is_empty() {
-        return Err("no recipients: give them as arguments or use -t".into());
-    }
-
-    let from = args
-        .from
-        .clone()
-        .or_else(|| addrs("from").into_iter().next())
-        .unwrap_or_else(|| format!("{login}@{host}"));
-    let from = from
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string();
-
-    let mut out = Vec::with_capacity(input.len() + 256);
-    if !has("from") {
-        match &args.full_name {
-            Some(name) => out.extend_from_slice(
-                format!("From: \"{}\" <{from}>\r\n", name.replace(['"', '\\'], "")).as_bytes(),
+    match spill {
+        Spill::Drop(d) => match d.commit() {
+            Ok(path) => Handed::Dropped(path),
+            Err(e) => Handed::Failed(
+                EX_TEMPFAIL,
+                format!(
+                    "{problem}, and the maildrop {} cannot take it: {e}",
+                    ctx.maildrop.display()
+                ),
             ),
-            None => out.extend_from_slice(format!("From: {from}\r\n").as_bytes()),
+        },
+        Spill::Temp(_, why) if problem.starts_with("cannot reach") => {
+            Handed::Failed(EX_UNAVAILABLE, format!("{problem}; {why}"))
         }
-    }
-    if !has("date") {
-        out.extend_from_slice(format!("Date: {}\r\n", httpdate::fmt_http_date(now)).as_bytes());
-    }
-    if !has("message-id") {
-        out.extend_from_slice(
-            format!("Message-ID: <{}@{host}>\r\n", ulid::Ulid::generate()).as_bytes(),
-        );
-    }
-    for (name, field) in &fields {
-        if args.read_headers && name == "bcc" {
-            continue;
-        }
-        for l in field {
-            out.extend_from_slice(l);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    for l in body {
-        out.extend_from_slice(l);
-        out.extend_from_slice(b"\r\n");
-    }
-    Ok(Prepared {
-        from,
-        rcpts,
-        message: out,
-    })
-}
-
-/// Splits input lines into the header block and the body. The header block
-/// is the leading run of header fields (`Name: value`) and their
-/// continuation lines; it ends at a blank line, which belongs to neither
-/// part, or at the first other line, which starts the body. Input that does
-/// not open with a header field is all body (`echo hello | sendmail r@x`).
-fn split_header_block<'a, 'b>(lines: &'b [&'a [u8]]) -> (&'b [&'a [u8]], &'b [&'a [u8]]) {
-    let mut end = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let continuation = i > 0 && line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !(continuation || is_header_field(line)) {
-            break;
-        }
-        end = i + 1;
-    }
-    let body_start = match lines.get(end) {
-        Some([]) => end + 1,
-        _ => end,
-    };
-    (&lines[..end], &lines[body_start..])
-}
-
-/// `Name: value`, the name printable ASCII (33..=126) other than `:` (RFC 5322 §2.2).
-fn is_header_field(line: &[u8]) -> bool {
-    match line.iter().position(|&b| b == b':') {
-        Some(colon) if colon > 0 => line[..colon].iter().all(|b| (33..=126).contains(b)),
-        _ => false,
+        Spill::Temp(_, why) => Handed::Failed(EX_TEMPFAIL, format!("{problem}; {why}")),
     }
 }
 
-/// Runs `postrelay sendmail`; returns the process exit code.
-pub fn run(args: &SendmailArgs, server: &str) -> u8 {
-    let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        eprintln!("sendmail: cannot read the message from stdin: {e}");
-        return EX_IOERR;
+fn dsn(o: &Options) -> Dsn {
+    Dsn {
+        notify: o.notify.clone(),
+        ret: o.ret.clone(),
+        envid: o.envid.clone(),
+        body: o.body_type.clone(),
     }
-    let login = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    let prepared = match prepare(args, &input, &login, &host, SystemTime::now()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("sendmail: {e}");
-            return EX_USAGE;
-        }
-    };
-    let result = Client::connect(server)
-        .and_then(|mut c| c.send(&prepared.from, &prepared.rcpts, &prepared.message));
-    match result {
-        Ok(text) => {
-            if args.verbose {
+}
+
+/// Runs a `-bm` or `-bs` submission; returns the exit code.
+pub fn run(o: &Options, ctx: &Context) -> u8 {
+    if o.mode == Mode::Smtp {
+        return bs::serve(&mut io::stdin().lock(), &mut io::stdout().lock(), o, ctx);
+    }
+    let mut stdin = BufReader::with_capacity(64 * 1024, io::stdin().lock());
+    match deliver(o, ctx, &mut stdin) {
+        Handed::Accepted(text) => {
+            if o.verbose {
                 eprintln!("sendmail: {text}");
             }
             0
         }
-        Err(SubmitError::Connect(e)) => {
-            eprintln!(
-                "sendmail: cannot reach postrelay at {server}: {e} (is the daemon running? see --server)"
-            );
-            EX_UNAVAILABLE
+        Handed::Dropped(path) => {
+            if o.verbose {
+                eprintln!(
+                    "sendmail: the daemon cannot take it now; kept in the maildrop as {}",
+                    path.display()
+                );
+            }
+            0
         }
-        Err(SubmitError::Io(e)) => {
-            eprintln!("sendmail: connection to postrelay at {server} failed: {e}");
-            EX_TEMPFAIL
-        }
-        Err(SubmitError::Refused(r)) => {
+        Handed::Refused(r) => {
             eprintln!(
                 "sendmail: postrelay refused the message at {}: {} {}",
                 r.during, r.code, r.text
             );
-            match (r.code, r.during) {
-                (400..=499, _) => EX_TEMPFAIL,
-                (_, "RCPT TO") => EX_NOUSER,
+            match r.during {
+                "RCPT TO" => EX_NOUSER,
+                "greeting" | "EHLO" => EX_UNAVAILABLE,
                 _ => EX_DATAERR,
             }
         }
+        Handed::Failed(code, why) => {
+            eprintln!("sendmail: {why}");
+            code
+        }
     }
+}
+
+fn deliver(o: &Options, ctx: &Context, stdin: &mut impl io::BufRead) -> Handed {
+    let head = match input::read_head(stdin, o.ignore_dots, ctx.max_header_size) {
+        Ok(h) => h,
+        Err(e) => return input_failure(e),
+    };
+    let prepared = match headers::prepare(o, &head, &ctx.local, SystemTime::now()) {
+        Ok(p) => p,
+        Err(e) => return Handed::Failed(EX_USAGE, e),
+    };
+    let count = prepared.envelope.rcpt_to.len();
+    if count > ctx.max_recipients {
+        let max = ctx.max_recipients;
+        return Handed::Failed(
+            EX_DATAERR,
+            format!("{count} recipients: more than smtp.max_recipients ({max})"),
+        );
+    }
+    let (mut spill, at) = match start(ctx, &prepared.envelope) {
+        Ok(s) => s,
+        Err((code, why)) => return Handed::Failed(code, why),
+    };
+    let header = prepared.header.len() as u64;
+    if header > ctx.max_message_size {
+        return input_failure(InputError::TooLarge(ctx.max_message_size));
+    }
+    let written = spill
+        .file()
+        .write_all(&prepared.header)
+        .map_err(InputError::Io);
+    let mut out = io::BufWriter::with_capacity(64 * 1024, spill.file());
+    let body = written.and_then(|_| {
+        if head.ended {
+            return Ok(0);
+        }
+        input::copy_body(
+            stdin,
+            &mut out,
+            o.ignore_dots,
+            ctx.max_message_size - header,
+        )
+    });
+    let flushed = out.flush().map_err(InputError::Io);
+    drop(out);
+    if let Err(e) = body.and(flushed.map(|_| 0)) {
+        return input_failure(e);
+    }
+    hand_on(ctx, spill, at, &prepared.envelope, &dsn(o))
+}
+
+fn input_failure(e: InputError) -> Handed {
+    match e {
+        InputError::Io(_) => Handed::Failed(EX_IOERR, e.to_string()),
+        _ => Handed::Failed(EX_DATAERR, e.to_string()),
+    }
+}
+
+/// The login name of `uid` from an `/etc/passwd` text; the number when absent.
+pub fn login_name(uid: u32, passwd: &str) -> String {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2].parse() == Ok(uid))
+        .map(|f| f[0].to_string())
+        .filter(|name| format::valid_address(name))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The real uid's login name (not `$USER`, which the caller controls).
+pub fn real_login() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    login_name(
+        uid,
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(f: impl FnOnce(&mut SendmailArgs)) -> SendmailArgs {
-        let mut a = SendmailArgs::default();
-        f(&mut a);
-        a
-    }
-
-    fn text(p: &Prepared) -> String {
-        String::from_utf8(p.message.clone()).unwrap()
-    }
-
     #[test]
-    fn t_flag_takes_recipients_from_headers_and_removes_bcc() {
-        let input = b"To: A <a@x.example>, b@x.example\nCc: c@x.example\nBcc: hidden@x.example\nSubject: s\n\nbody\n";
-        let p = prepare(
-            &args(|a| a.read_headers = true),
-            input,
-            "cron",
-            "host",
-            SystemTime::UNIX_EPOCH,
-        )
-        .unwrap();
-        assert_eq!(
-            p.rcpts,
-            vec![
-                "a@x.example",
-                "b@x.example",
-                "c@x.example",
-                "hidden@x.example"
-            ]
-        );
-        let t = text(&p);
-        assert!(!t.contains("Bcc") && !t.contains("hidden"), "{t}");
-        assert!(t.contains("Subject: s\r\n\r\nbody\r\n"), "{t}");
-        assert!(
-            t.starts_with(
-                "From: cron@host\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nMessage-ID: <"
-            ),
-            "{t}"
-        );
-        assert_eq!(p.from, "cron@host");
-    }
-
-    #[test]
-    fn lone_dot_ends_input_unless_i() {
-        let input = b"Subject: s\n\nline\n.\nafter\n";
-        let p = prepare(
-            &args(|a| a.recipients = vec!["r@x".into()]),
-            input,
-            "u",
-            "h",
-            SystemTime::UNIX_EPOCH,
-        )
-        .unwrap();
-        assert!(!text(&p).contains("after"));
-        let p = prepare(
-            &args(|a| {
-                a.recipients = vec!["r@x".into()];
-                a.options = vec!["i".into()]
-            }),
-            input,
-            "u",
-            "h",
-            SystemTime::UNIX_EPOCH,
-        )
-        .unwrap();
-        assert!(text(&p).contains("line\r\n.\r\nafter\r\n"), "{}", text(&p));
-    }
-
-    #[test]
-    fn f_and_full_name_build_the_sender() {
-        let p = prepare(
-            &args(|a| {
-                a.recipients = vec!["r@x".into()];
-                a.from = Some("app@example.com".into());
-                a.full_name = Some("The App".into());
-            }),
-            b"Subject: s\n\nb\n",
-            "u",
-            "h",
-            SystemTime::UNIX_EPOCH,
-        )
-        .unwrap();
-        assert_eq!(p.from, "app@example.com");
-        assert!(text(&p).starts_with("From: \"The App\" <app@example.com>\r\n"));
-    }
-
-    #[test]
-    fn no_recipients_is_a_usage_error() {
-        assert!(
-            prepare(
-                &SendmailArgs::default(),
-                b"Subject: s\n\nb\n",
-                "u",
-                "h",
-                SystemTime::UNIX_EPOCH
-            )
-            .is_err()
-        );
-    }
-
-    fn to_r(input: &[u8]) -> Prepared {
-        prepare(
-            &args(|a| a.recipients = vec!["r@x".into()]),
-            input,
-            "u",
-            "h",
-            SystemTime::UNIX_EPOCH,
-        )
-        .unwrap()
-    }
-
-    /// The added From, Date and Message-ID, then what follows them.
-    fn after_added_headers(p: &Prepared) -> String {
-        let t = text(p);
-        let rest = &t[t.find("Message-ID: <").expect("a Message-ID was added")..];
-        rest[rest.find("\r\n").unwrap() + 2..].to_string()
-    }
-
-    #[test]
-    fn input_without_headers_is_all_body() {
-        let p = to_r(b"hello\n");
-        assert_eq!(after_added_headers(&p), "\r\nhello\r\n");
-        // A first line that only looks like a header (space in the name) is body too.
-        let p = to_r(b"Dear customer: thanks\nsecond line\n");
-        assert_eq!(
-            after_added_headers(&p),
-            "\r\nDear customer: thanks\r\nsecond line\r\n"
-        );
-        // So is a leading blank line, which ends an (empty) header block.
-        let p = to_r(b"\nbody only\n");
-        assert_eq!(after_added_headers(&p), "\r\nbody only\r\n");
-    }
-
-    #[test]
-    fn first_line_that_is_not_a_header_starts_the_body() {
-        let p = to_r(b"Subject: s\n  folded\nX-Tag: t\nhello there\nmore\n");
-        assert_eq!(
-            after_added_headers(&p),
-            "Subject: s\r\n  folded\r\nX-Tag: t\r\n\r\nhello there\r\nmore\r\n"
-        );
-    }
-
-    #[test]
-    fn headers_blank_line_and_body_are_kept_as_they_are() {
-        let p = to_r(b"Subject: s\nX-Tag: t\n\nhello\n\nNot-A-Header: body\n");
-        assert_eq!(
-            after_added_headers(&p),
-            "Subject: s\r\nX-Tag: t\r\n\r\nhello\r\n\r\nNot-A-Header: body\r\n"
-        );
-    }
-
-    #[test]
-    fn header_field_names_are_printable_ascii_without_colon() {
-        assert!(is_header_field(b"Subject: x"));
-        assert!(is_header_field(b"X-Weird!#name:x"));
-        assert!(!is_header_field(b": no name"));
-        assert!(!is_header_field(b"Two words: x"));
-        assert!(!is_header_field(b"no colon at all"));
-        assert!(!is_header_field(b"caf\xc3\xa9: x"));
+    fn the_login_comes_from_the_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\nodd user:x:7:7::/:/bin/sh\n";
+        let cases = [(0, "root"), (33, "www-data"), (1000, "1000"), (7, "7")];
+        for (uid, want) in cases {
+            assert_eq!(login_name(uid, passwd), want, "{uid}");
+        }
     }
 }

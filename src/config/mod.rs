@@ -90,6 +90,8 @@ pub struct Config {
     /// Health and metrics listener; off when the table is absent.
     pub http: Option<HttpConfig>,
     pub log: LogConfig,
+    pub local: LocalConfig,
+    pub sendmail: SendmailConfig,
 }
 
 impl Default for Config {
@@ -105,6 +107,8 @@ impl Default for Config {
             postal: PostalConfig::default(),
             http: None,
             log: LogConfig::default(),
+            local: LocalConfig::default(),
+            sendmail: SendmailConfig::default(),
         }
     }
 }
@@ -253,6 +257,50 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
+        }
+    }
+}
+
+/// How mail from local programs names local users.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Qualifies bare names (`root` -> `root@<domain>`); empty: the host's
+    /// FQDN, else its host name (see [`LocalConfig::effective_domain`]).
+    pub domain: String,
+    /// When set, mail for local users (a recipient without a domain) goes here.
+    pub admin_address: String,
+}
+
+impl LocalConfig {
+    /// `domain`, or when it is empty the host's FQDN (else its host name).
+    pub fn effective_domain(&self) -> String {
+        if self.domain.is_empty() {
+            crate::message::address::host_fqdn()
+        } else {
+            self.domain.clone()
+        }
+    }
+
+    /// `admin_address` when it is set.
+    pub fn admin(&self) -> Option<&str> {
+        Some(self.admin_address.as_str()).filter(|a| !a.is_empty())
+    }
+}
+
+/// The local submission program.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendmailConfig {
+    /// Where `postrelay sendmail` leaves mail the daemon cannot take now;
+    /// outside the private spool. The daemon creates it and imports from it.
+    pub maildrop: PathBuf,
+}
+
+impl Default for SendmailConfig {
+    fn default() -> Self {
+        SendmailConfig {
+            maildrop: PathBuf::from("/var/spool/postrelay/maildrop"),
         }
     }
 }

@@ -23,6 +23,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 pub(super) fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, ConfigError> {
     smtp(c)?;
     delivery(c)?;
+    local(c)?;
     log_level(&c.log.level)?;
     backend(c, secrets)
 }
@@ -103,6 +104,46 @@ fn delivery(c: &Config) -> Result<(), ConfigError> {
     let max_age = (Duration::from_nanos(1), 365 * DAY);
     let range = "longer than 0s and at most 365d";
     check_duration("delivery.max_age", d.max_age, max_age, range, "5d")
+}
+
+/// `[local]` and `[sendmail]`: names that end up in envelopes, and a maildrop
+/// outside the private spool (which no other user may enter).
+fn local(c: &Config) -> Result<(), ConfigError> {
+    let domain = &c.local.domain;
+    let bad_char = |s: &str| s.chars().any(|ch| ch.is_whitespace() || ch.is_control());
+    if !domain.is_empty() && (bad_char(domain) || domain.contains(['@', '<', '>'])) {
+        return Err(key_error(
+            "local.domain",
+            "must be a domain name, e.g. \"example.com\" (empty: the host's FQDN)",
+        ));
+    }
+    let admin = &c.local.admin_address;
+    let admin_ok = admin.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && !d.is_empty() && !d.contains('@') && !admin.contains(['<', '>'])
+    });
+    if !admin.is_empty() && (bad_char(admin) || !admin_ok) {
+        return Err(key_error(
+            "local.admin_address",
+            "must be an address like \"ops@example.com\" (empty: local users' mail keeps their qualified name)",
+        ));
+    }
+    let maildrop = &c.sendmail.maildrop;
+    if maildrop.as_os_str().is_empty() {
+        return Err(key_error(
+            "sendmail.maildrop",
+            "must be a directory path, e.g. \"/var/spool/postrelay/maildrop\"",
+        ));
+    }
+    if maildrop.starts_with(&c.spool.dir) {
+        return Err(key_error(
+            "sendmail.maildrop",
+            format!(
+                "{} is inside spool.dir, which only the daemon may enter; put it beside it, e.g. \"/var/spool/postrelay/maildrop\"",
+                maildrop.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The credential and the URL of the chosen backend.

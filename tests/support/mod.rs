@@ -66,6 +66,7 @@ impl Relay {
             .env("POSTRELAY_SMTP__LISTEN", "127.0.0.1:0")
             .env("POSTRELAY_SPOOL__DIR", dir.join("spool"))
             .env("POSTRELAY_SPOOL__MIN_FREE_SPACE", "0")
+            .env("POSTRELAY_SENDMAIL__MAILDROP", dir.join("maildrop"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

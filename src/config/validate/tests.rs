@@ -263,3 +263,46 @@ fn credentials_in_api_url_never_reach_a_message_or_the_printed_config() {
     .unwrap();
     assert!(!l.config.to_toml().contains("s3cret"));
 }
+
+#[test]
+fn local_names_and_the_maildrop_are_checked() {
+    let cases: &[(Change, Option<&str>)] = &[
+        (|c| c.local.domain = "example.com".into(), None),
+        (|_| {}, None),
+        (
+            |c| c.local.domain = "ex ample.com".into(),
+            Some("local.domain: must be a domain name"),
+        ),
+        (
+            |c| c.local.domain = "root@example.com".into(),
+            Some("local.domain: must be a domain name"),
+        ),
+        (|c| c.local.admin_address = "ops@example.com".into(), None),
+        (
+            |c| c.local.admin_address = "ops".into(),
+            Some("local.admin_address: must be an address"),
+        ),
+        (
+            |c| c.local.admin_address = "ops@example.com\r\nRCPT TO:<x@y>".into(),
+            Some("local.admin_address: must be an address"),
+        ),
+        (
+            |c| c.sendmail.maildrop = "".into(),
+            Some("sendmail.maildrop: must be a directory path"),
+        ),
+        (
+            |c| {
+                c.spool.dir = "/var/lib/postrelay".into();
+                c.sendmail.maildrop = "/var/lib/postrelay/maildrop".into();
+            },
+            Some("sendmail.maildrop: /var/lib/postrelay/maildrop is inside spool.dir"),
+        ),
+    ];
+    for (change, want) in cases {
+        match (check(change), want) {
+            (Ok(_), None) => {}
+            (Err(e), Some(w)) => assert!(e.starts_with(w), "{e}"),
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+}
