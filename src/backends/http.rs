@@ -239,13 +239,10 @@ pub fn endpoint_url(api_url: &str, path: &str, key: &str) -> Result<reqwest::Url
     }
 }
 
-/// A URL as it may appear in `Debug` output: user name and password removed.
+/// A URL as it may appear in `Debug` output: user name and password
+/// removed, by the config's one redaction rule.
 pub fn display_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    // Both calls fail only for URLs that cannot have credentials at all.
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.to_string()
+    crate::config::without_userinfo(url.as_str())
 }
 
 /// Where and how to call one API: the endpoint URL and the credential

@@ -9,7 +9,7 @@ use smtp_proto::{Error as ProtoError, Request};
 
 use super::capabilities::Capabilities;
 use super::reply::{self, Reply};
-use crate::message::Envelope;
+use crate::message::{Envelope, address};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -140,7 +140,7 @@ impl Session {
                     // Not counted as an error: the client sends the rest in the next transaction.
                     return Action::Reply(reply::too_many_recipients(self.limits.max_recipients));
                 }
-                if !self.rcpts.iter().any(|r| r.eq_ignore_ascii_case(addr)) {
+                if !self.rcpts.iter().any(|r| address::same(r, addr)) {
                     self.rcpts.push(addr.to_string());
                 }
                 Action::Reply(reply::recipient_ok())

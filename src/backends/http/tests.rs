@@ -140,7 +140,7 @@ fn display_url_hides_user_info() {
         reqwest::Url::parse("https://user:s3cret@postal.example.com/api/v1/send/raw").unwrap();
     assert_eq!(
         display_url(&url),
-        "https://postal.example.com/api/v1/send/raw"
+        "https://[redacted]@postal.example.com/api/v1/send/raw"
     );
 }
 
