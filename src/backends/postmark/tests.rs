@@ -417,7 +417,7 @@ fn debug_output_never_shows_the_token_or_url_credentials() {
     assert!(!shown.contains(TOKEN), "{shown}");
     assert!(!shown.contains("pw-s3cret"), "{shown}");
     assert!(
-        shown.contains("https://api.postmarkapp.com/email"),
+        shown.contains("https://[redacted]@api.postmarkapp.com/email"),
         "{shown}"
     );
 }
