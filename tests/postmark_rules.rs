@@ -252,6 +252,34 @@ fn forbidden_attachment_types_are_refused_in_any_case_and_with_trailing_dots() {
 }
 
 #[test]
+fn forbidden_types_are_found_in_every_decoded_name_whatever_the_encoding() {
+    let headers = [
+        // Folded filename value.
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=\n \"setup.exe\"",
+        // RFC 2231 continuations and percent-encoding, upper case.
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename*0*=utf-8''setup;\n filename*1*=%2E%45%58%45",
+        // RFC 2047 encoded words across a fold.
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename=\"=?utf-8?B?c2V0dXA=?=\n =?utf-8?Q?=2Eexe?=\"",
+        // A harmless filename, but the type's name* says .exe.
+        "Content-Type: application/octet-stream; name*=utf-8''run.Exe\nContent-Disposition: attachment; filename=notes.pdf",
+        // The type's plain name only.
+        "Content-Type: application/octet-stream; name=\"RUN.SCR\"",
+    ];
+    for part in headers {
+        let raw = eml(
+            "Content-Type: multipart/mixed; boundary=b",
+            &format!("--b\nContent-Type: text/plain\n\nhi\n--b\n{part}\n\nMZ\n--b--\n"),
+        );
+        assert!(limit_text(&raw).contains("forbids"), "{part}");
+    }
+    let uuencoded = eml(
+        "Content-Type: multipart/mixed; boundary=b",
+        "--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-uuencode\n\nbegin 644 tool.BAT\n#0V%T\n`\nend\n--b--\n",
+    );
+    assert!(limit_text(&uuencoded).contains(".bat"));
+}
+
+#[test]
 fn unnamed_parts_get_names_postmark_accepts() {
     let raw = eml(
         "Content-Type: multipart/mixed; boundary=b",

@@ -265,10 +265,14 @@ fn attachments(parsed: &ParsedMessage) -> Result<Vec<Attachment>, MappingError> 
             .name
             .clone()
             .unwrap_or_else(|| synthetic_name(i + 1, &part.content_type));
-        if let Some(ext) = forbidden_extension(&name) {
-            return Err(MappingError::Limit(format!(
-                "attachment \"{name}\" has a file type Postmark forbids (.{ext})"
-            )));
+        // Every name the part declares, decoded: a reader or the recipient's
+        // system may use any of them, so none may carry a forbidden type.
+        for declared in part.names.iter().chain([&name]) {
+            if let Some(ext) = forbidden_extension(declared) {
+                return Err(MappingError::Limit(format!(
+                    "attachment \"{declared}\" has a file type Postmark forbids (.{ext})"
+                )));
+            }
         }
         let content_id = part
             .content_id
