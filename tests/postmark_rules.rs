@@ -171,13 +171,58 @@ fn stream_header_overrides_the_configured_default() {
 fn control_and_structural_headers_are_never_forwarded() {
     let headers = "To: r@x.org\nSubject: s\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m@x>\n\
         MIME-Version: 1.0\nReceived: from a by b\nReturn-Path: <b@x>\nSender: s@x.org\nDKIM-Signature: v=1\n\
-        X-Postal-MsgID: abc\nX-PM-Unknown: ?\nX-PM-KeepID: false\nContent-Type: text/plain\nX-Kept: yes\nPrecedence: bulk";
+        X-Postal-MsgID: abc\nX-PM-KeepID: false\nContent-Type: text/plain\nX-Kept: yes\nPrecedence: bulk";
     let mapped = map_ok(&["r@x.org"], &eml(headers, "x"));
     assert_eq!(
         mapped.calls[0].body()["Headers"],
         json!([{"Name": "X-Kept", "Value": "yes"}, {"Name": "Precedence", "Value": "bulk"}])
     );
-    assert_eq!(mapped.warnings, ["ignored unknown header X-PM-Unknown"]);
+    assert!(mapped.warnings.is_empty(), "{:?}", mapped.warnings);
+}
+
+#[test]
+fn unknown_postmark_headers_are_refused_naming_the_header_or_dropped_with_a_note() {
+    let raw = eml("X-PM-Tag: t\nX-PM-Unknown: ?\nx-pm-trackclicks: yes", "x");
+    let err = map(&envelope(&["r@x.org"]), &raw, &opts()).unwrap_err();
+    assert_eq!(
+        err.smtp_reply(),
+        (
+            550,
+            "5.7.1",
+            "unsupported feature: unknown Postmark header X-PM-Unknown".into()
+        )
+    );
+    let lenient = MappingOptions {
+        ignore_unsupported: true,
+        ..opts()
+    };
+    let mapped = map(&envelope(&["r@x.org"]), &raw, &lenient).unwrap();
+    let body = mapped.calls[0].body();
+    assert_eq!(body["Tag"], "t");
+    assert!(body.get("Headers").is_none(), "{body}");
+    assert_eq!(
+        mapped.warnings,
+        [
+            "unknown Postmark header X-PM-Unknown dropped (ignore_unsupported_features = true)",
+            "unknown Postmark header x-pm-trackclicks dropped (ignore_unsupported_features = true)"
+        ]
+    );
+}
+
+#[test]
+fn notes_name_the_lenient_setting_only_when_it_is_set() {
+    // Without ignore_unsupported, a note about a fallback says nothing of it.
+    let raw = b"To: r@x.org\r\nX-PM-TrackOpens: true\r\nX-PM-TrackOpens: false\r\n\r\nhi".to_vec();
+    let mapped = map_ok(&["r@x.org"], &raw);
+    assert_eq!(mapped.warnings.len(), 2, "{:?}", mapped.warnings);
+    assert!(
+        mapped
+            .warnings
+            .iter()
+            .all(|w| !w.contains("ignore_unsupported_features")),
+        "{:?}",
+        mapped.warnings
+    );
 }
 
 #[test]

@@ -24,7 +24,9 @@ const MAX_METADATA_KEY_CHARS: usize = 20;
 const MAX_METADATA_VALUE_CHARS: usize = 80;
 
 /// Reads every `X-PM-*` header. For single-valued controls other than the
-/// tag, the first occurrence wins.
+/// tag, the first occurrence wins. A header Postmark does not know is an
+/// unsupported feature: refused, or dropped with a warning under
+/// `ignore_unsupported`.
 pub(super) fn read_controls(
     parsed: &ParsedMessage,
     opts: &MappingOptions,
@@ -32,6 +34,7 @@ pub(super) fn read_controls(
 ) -> Result<Controls, MappingError> {
     let mut c = Controls::default();
     let mut tags = Vec::new();
+    let mut unknown = Vec::new();
     for h in &parsed.headers {
         let lower = h.name.to_ascii_lowercase();
         let value = h.value.as_str();
@@ -52,12 +55,25 @@ pub(super) fn read_controls(
                 c.metadata.push((key.to_string(), value.to_string()));
             }
             "x-pm-message-stream" | "x-pm-trackopens" | "x-pm-tracklinks" => {
-                warnings.push(format!("ignored repeated {} header", h.name));
+                warnings.push(format!(
+                    "repeated {} header ignored: the first one is used",
+                    h.name
+                ));
             }
-            _ if lower.starts_with("x-pm-") => {
-                warnings.push(format!("ignored unknown header {}", h.name))
-            }
+            _ if lower.starts_with("x-pm-") => unknown.push(h.name.clone()),
             _ => {}
+        }
+    }
+    if let Some(first) = unknown.first() {
+        if !opts.ignore_unsupported {
+            return Err(MappingError::Unsupported(format!(
+                "unknown Postmark header {first}"
+            )));
+        }
+        for name in &unknown {
+            warnings.push(format!(
+                "unknown Postmark header {name} dropped (ignore_unsupported_features = true)"
+            ));
         }
     }
     if tags.len() > 1 {
@@ -67,7 +83,7 @@ pub(super) fn read_controls(
             ));
         }
         warnings.push(format!(
-            "Postmark takes one tag: kept X-PM-Tag \"{}\", dropped {:?}",
+            "Postmark takes one tag: kept X-PM-Tag \"{}\", dropped {:?} (ignore_unsupported_features = true)",
             tags[0],
             &tags[1..]
         ));
