@@ -390,3 +390,62 @@ fn tag_longer_than_a_thousand_characters_is_refused() {
         1000
     );
 }
+
+#[test]
+fn send_defaults_apply_when_no_header_asks_and_a_header_wins() {
+    use postrelay::mapping::postmark::{SendDefaults, TrackLinks, map_with};
+    let defaults = SendDefaults {
+        tag: Some("default-tag".into()),
+        track_opens: Some(false),
+        track_links: Some(TrackLinks::HtmlOnly),
+        metadata: [("client", "acme"), ("env", "prod")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+    };
+    let map_body = |raw: &[u8]| {
+        map_with(&envelope(&["r@x.org"]), raw, &opts(), &defaults)
+            .unwrap()
+            .calls[0]
+            .body()
+    };
+    let plain = map_body(&eml("Subject: s", "x"));
+    assert_eq!(plain["Tag"], "default-tag");
+    assert_eq!(plain["TrackOpens"], false);
+    assert_eq!(plain["TrackLinks"], "HtmlOnly");
+    assert_eq!(plain["Metadata"], json!({"client": "acme", "env": "prod"}));
+
+    let headers = "X-PM-Tag: own\nX-PM-TrackOpens: true\nX-PM-TrackLinks: None\nX-PM-Metadata-ENV: staging\nX-PM-Metadata-order: 7";
+    let own = map_body(&eml(headers, "x"));
+    assert_eq!(own["Tag"], "own");
+    assert_eq!(own["TrackOpens"], true);
+    assert_eq!(own["TrackLinks"], "None");
+    assert_eq!(
+        own["Metadata"],
+        json!({"ENV": "staging", "client": "acme", "order": "7"}),
+        "merged per key, the header winning"
+    );
+
+    // Without defaults nothing is added: the server's own settings apply.
+    let bare = only_body(&["r@x.org"], &eml("Subject: s", "x"));
+    for field in ["Tag", "TrackOpens", "TrackLinks", "Metadata"] {
+        assert!(bare.get(field).is_none(), "{field}");
+    }
+}
+
+#[test]
+fn defaults_merged_with_headers_still_keep_postmark_metadata_limits() {
+    use postrelay::mapping::postmark::{SendDefaults, map_with};
+    let defaults = SendDefaults {
+        metadata: (0..6).map(|i| (format!("d{i}"), "v".to_string())).collect(),
+        ..SendDefaults::default()
+    };
+    let headers: Vec<String> = (0..5).map(|i| format!("X-PM-Metadata-h{i}: v")).collect();
+    let err = map_with(
+        &envelope(&["r@x.org"]),
+        &eml(&headers.join("\n"), "x"),
+        &opts(),
+        &defaults,
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("11 metadata fields"), "{err}");
+}

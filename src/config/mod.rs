@@ -192,6 +192,12 @@ pub struct PostmarkConfig {
     #[serde(serialize_with = "redact::url")]
     pub api_url: String,
     pub message_stream: String,
+    /// Send defaults for messages without the matching `X-PM-*` header;
+    /// absent (or an empty tag) = the Postmark server's own setting.
+    pub tag: String,
+    pub track_opens: Option<bool>,
+    pub track_links: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for PostmarkConfig {
@@ -201,6 +207,10 @@ impl Default for PostmarkConfig {
             server_token_file: None,
             api_url: "https://api.postmarkapp.com".into(),
             message_stream: "outbound".into(),
+            tag: String::new(),
+            track_opens: None,
+            track_links: None,
+            metadata: Default::default(),
         }
     }
 }

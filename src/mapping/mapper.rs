@@ -3,6 +3,7 @@
 //! SMTP listener (`check` at `DATA`), the delivery engine (`map` before each
 //! attempt) and the CLI (`queue show`). A pure value: no client, no secret.
 
+use super::postmark::{SendDefaults, TrackLinks};
 use super::{
     Mapped, MappingError, MappingOptions, POSTAL_MAX_MESSAGE_SIZE, POSTMARK_MAX_MESSAGE_SIZE,
 };
@@ -22,11 +23,21 @@ pub enum MapperKind {
 pub struct Mapper {
     kind: MapperKind,
     options: MappingOptions,
+    defaults: SendDefaults,
 }
 
 impl Mapper {
     pub fn new(kind: MapperKind, options: MappingOptions) -> Mapper {
-        Mapper { kind, options }
+        Mapper {
+            kind,
+            options,
+            defaults: SendDefaults::default(),
+        }
+    }
+
+    /// The same mapper with Postmark send defaults (unused by Postal).
+    pub fn with_defaults(self, defaults: SendDefaults) -> Mapper {
+        Mapper { defaults, ..self }
     }
 
     /// The mapping of the configured backend (dry-run maps as Postmark).
@@ -42,14 +53,21 @@ impl Mapper {
                 (MapperKind::Postmark, POSTMARK_MAX_MESSAGE_SIZE)
             }
         };
+        let pm = &cfg.postmark;
         Mapper::new(
             kind,
             MappingOptions {
-                default_stream: cfg.postmark.message_stream.clone(),
+                default_stream: pm.message_stream.clone(),
                 ignore_unsupported: cfg.ignore_unsupported_features,
                 max_message_size,
             },
         )
+        .with_defaults(SendDefaults {
+            tag: Some(pm.tag.clone()).filter(|t| !t.is_empty()),
+            track_opens: pm.track_opens,
+            track_links: pm.track_links.as_deref().and_then(TrackLinks::parse),
+            metadata: pm.metadata.clone(),
+        })
     }
 
     pub fn kind(&self) -> MapperKind {
@@ -63,7 +81,9 @@ impl Mapper {
     /// The API calls for this message, or why the API would refuse it.
     pub fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
         match self.kind {
-            MapperKind::Postmark => super::postmark::map(envelope, raw, &self.options),
+            MapperKind::Postmark => {
+                super::postmark::map_with(envelope, raw, &self.options, &self.defaults)
+            }
             MapperKind::Postal => super::postal::map(envelope, raw, &self.options),
         }
     }

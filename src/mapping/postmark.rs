@@ -25,6 +25,10 @@ use crate::message::{Envelope, address};
 
 mod controls;
 use controls::{Controls, read_controls};
+pub use controls::{
+    MAX_METADATA_FIELDS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_TAG_CHARS,
+    SendDefaults,
+};
 
 /// Postmark accepts at most this many recipients (To + Cc + Bcc) per message.
 pub const MAX_RECIPIENTS_PER_CALL: usize = 50;
@@ -101,11 +105,23 @@ pub enum TrackLinks {
     TextOnly,
 }
 
-/// Maps one message to Postmark calls (one per 50 envelope recipients).
+/// Maps one message to Postmark calls (one per 50 envelope recipients),
+/// without send defaults.
 pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Mapped, MappingError> {
+    map_with(envelope, raw, opts, &SendDefaults::default())
+}
+
+/// [`map`] with the configured send defaults for messages without the
+/// matching `X-PM-*` header.
+pub fn map_with(
+    envelope: &Envelope,
+    raw: &[u8],
+    opts: &MappingOptions,
+    defaults: &SendDefaults,
+) -> Result<Mapped, MappingError> {
     let parsed = parse::parse(raw);
     let mut warnings = Vec::new();
-    let controls = read_controls(&parsed, opts, &mut warnings)?;
+    let controls = read_controls(&parsed, opts, defaults, &mut warnings)?;
     let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
 
     let shared = match serde_json::to_value(&template) {

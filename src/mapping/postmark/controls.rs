@@ -1,6 +1,9 @@
 //! Postmark's `X-PM-*` control headers: tag, stream, metadata, open and
-//! link tracking, KeepID. Read once per message, checked against Postmark's
-//! limits, and turned into the fields of the request.
+//! link tracking, KeepID. Read once per message, merged with the configured
+//! [`SendDefaults`] (a header wins; metadata per key), checked against
+//! Postmark's limits, and turned into the fields of the request.
+
+use std::collections::BTreeMap;
 
 use super::TrackLinks;
 use crate::mapping::{MappingError, MappingOptions};
@@ -17,11 +20,23 @@ pub(super) struct Controls {
     pub(super) keep_id: bool,
 }
 
-const MAX_TAG_CHARS: usize = 1000;
+/// The `[postmark]` send defaults: used when the message has no header
+/// for them. `None` (and an empty map) leaves the Postmark server's own
+/// setting in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendDefaults {
+    pub tag: Option<String>,
+    pub track_opens: Option<bool>,
+    pub track_links: Option<TrackLinks>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Postmark's limits on a tag and on metadata.
+pub const MAX_TAG_CHARS: usize = 1000;
+pub const MAX_METADATA_FIELDS: usize = 10;
+pub const MAX_METADATA_KEY_CHARS: usize = 20;
+pub const MAX_METADATA_VALUE_CHARS: usize = 80;
 const METADATA_PREFIX: &str = "x-pm-metadata-";
-const MAX_METADATA_FIELDS: usize = 10;
-const MAX_METADATA_KEY_CHARS: usize = 20;
-const MAX_METADATA_VALUE_CHARS: usize = 80;
 
 /// Reads every `X-PM-*` header. For single-valued controls other than the
 /// tag, the first occurrence wins. A header Postmark does not know is an
@@ -30,6 +45,7 @@ const MAX_METADATA_VALUE_CHARS: usize = 80;
 pub(super) fn read_controls(
     parsed: &ParsedMessage,
     opts: &MappingOptions,
+    defaults: &SendDefaults,
     warnings: &mut Vec<String>,
 ) -> Result<Controls, MappingError> {
     let mut c = Controls::default();
@@ -88,7 +104,18 @@ pub(super) fn read_controls(
             &tags[1..]
         ));
     }
+    let header_tag = !tags.is_empty();
     c.tag = tags.into_iter().next().filter(|t| !t.is_empty());
+    if !header_tag {
+        c.tag = defaults.tag.clone().filter(|t| !t.is_empty());
+    }
+    c.track_opens = c.track_opens.or(defaults.track_opens);
+    c.track_links = c.track_links.or(defaults.track_links);
+    for (key, value) in &defaults.metadata {
+        if !c.metadata.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            c.metadata.push((key.clone(), value.clone()));
+        }
+    }
     let tag_chars = c.tag.as_deref().map_or(0, |t| t.chars().count());
     if tag_chars > MAX_TAG_CHARS {
         return Err(MappingError::Limit(format!(
@@ -110,14 +137,23 @@ fn track_opens(value: &str) -> Result<bool, MappingError> {
 }
 
 fn track_links(value: &str) -> Result<TrackLinks, MappingError> {
-    match value.to_ascii_lowercase().as_str() {
-        "none" => Ok(TrackLinks::None),
-        "htmlandtext" => Ok(TrackLinks::HtmlAndText),
-        "htmlonly" => Ok(TrackLinks::HtmlOnly),
-        "textonly" => Ok(TrackLinks::TextOnly),
-        _ => Err(MappingError::Limit(format!(
+    TrackLinks::parse(value).ok_or_else(|| {
+        MappingError::Limit(format!(
             "X-PM-TrackLinks value \"{value}\" is not one of None, HtmlAndText, HtmlOnly, TextOnly"
-        ))),
+        ))
+    })
+}
+
+impl TrackLinks {
+    /// Postmark's spelling, any ASCII case.
+    pub fn parse(value: &str) -> Option<TrackLinks> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(TrackLinks::None),
+            "htmlandtext" => Some(TrackLinks::HtmlAndText),
+            "htmlonly" => Some(TrackLinks::HtmlOnly),
+            "textonly" => Some(TrackLinks::TextOnly),
+            _ => None,
+        }
     }
 }
 
@@ -127,7 +163,7 @@ fn check_metadata(fields: &[(String, String)]) -> Result<(), MappingError> {
     let limit = |text: String| Err(MappingError::Limit(text));
     if fields.len() > MAX_METADATA_FIELDS {
         return limit(format!(
-            "{} X-PM-Metadata fields, Postmark allows at most {MAX_METADATA_FIELDS}",
+            "{} metadata fields (X-PM-Metadata-* headers and [postmark] metadata), Postmark allows at most {MAX_METADATA_FIELDS}",
             fields.len()
         ));
     }
