@@ -447,5 +447,32 @@ fn defaults_merged_with_headers_still_keep_postmark_metadata_limits() {
         &defaults,
     )
     .unwrap_err();
-    assert!(err.to_string().starts_with("11 metadata fields"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "11 metadata fields (5 from X-PM-Metadata-* headers, 6 from [postmark] metadata), Postmark allows at most 10"
+    );
+}
+
+#[test]
+fn quoted_local_parts_match_their_envelope_recipient_and_keep_their_quotes() {
+    let raw = eml(
+        "To: \"a,b\"@example.com, \"john.doe\"@Example.COM, \"Doe, J\" <\"john doe\"@example.com>",
+        "x",
+    );
+    // The envelope as the SMTP session stores it: RFC 5321 form, with the
+    // quotes only where the local part needs them.
+    let body = only_body(
+        &[
+            "\"a,b\"@example.com",
+            "john.doe@example.com",
+            "\"john doe\"@example.com",
+            "\"x y\"@example.com",
+        ],
+        &raw,
+    );
+    assert_eq!(
+        body["To"],
+        "\"a,b\"@example.com, \"john.doe\"@Example.COM, \"Doe, J\" <\"john doe\"@example.com>"
+    );
+    assert_eq!(body["Bcc"], "\"x y\"@example.com");
 }

@@ -170,7 +170,7 @@ fn build_template(
         Some(m) => format_address(m.name.as_deref(), &m.addr),
         None if !envelope.mail_from.is_empty() => {
             warnings.push("no From header; using the envelope sender as From".into());
-            envelope.mail_from.clone()
+            address::rfc5322(&envelope.mail_from)
         }
         None => {
             return Err(MappingError::Limit(
@@ -218,9 +218,10 @@ fn bodies(parsed: &ParsedMessage) -> Result<(Option<String>, Option<String>), Ma
     Ok((text, html))
 }
 
-/// To/Cc keep the header's display names but only for this call's
-/// recipients; every other recipient of the call goes to Bcc. Each address
-/// appears once across the three fields.
+/// To/Cc keep the header's display names and spelling but only for this
+/// call's recipients (matched by canonical form: `"john.doe"@x` is
+/// `john.doe@x`); every other recipient of the call goes to Bcc. Each
+/// address appears once across the three fields, always valid RFC 5322.
 fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, String) {
     let wanted: HashSet<String> = chunk.iter().map(|r| address::key(r)).collect();
     let mut placed = HashSet::new();
@@ -233,10 +234,10 @@ fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, 
     };
     let to = pick(&parsed.to);
     let cc = pick(&parsed.cc);
-    let bcc: Vec<&str> = chunk
+    let bcc: Vec<String> = chunk
         .iter()
         .filter(|r| placed.insert(address::key(r)))
-        .map(String::as_str)
+        .map(|r| address::rfc5322(r))
         .collect();
     (to, cc, bcc.join(", "))
 }

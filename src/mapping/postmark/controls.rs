@@ -111,8 +111,12 @@ pub(super) fn read_controls(
     }
     c.track_opens = c.track_opens.or(defaults.track_opens);
     c.track_links = c.track_links.or(defaults.track_links);
+    let from_headers = c.metadata.len();
     for (key, value) in &defaults.metadata {
-        if !c.metadata.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+        if !c.metadata[..from_headers]
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
             c.metadata.push((key.clone(), value.clone()));
         }
     }
@@ -122,7 +126,7 @@ pub(super) fn read_controls(
             "X-PM-Tag is {tag_chars} characters, Postmark allows at most {MAX_TAG_CHARS}"
         )));
     }
-    check_metadata(&c.metadata)?;
+    check_metadata(&c.metadata, from_headers)?;
     Ok(c)
 }
 
@@ -159,13 +163,20 @@ impl TrackLinks {
 
 /// Postmark's metadata rules: at most 10 fields, keys up to 20 characters,
 /// values up to 80, no two keys equal ignoring case.
-fn check_metadata(fields: &[(String, String)]) -> Result<(), MappingError> {
+/// The first `from_headers` fields come from headers, the rest from the
+/// configured defaults.
+fn check_metadata(fields: &[(String, String)], from_headers: usize) -> Result<(), MappingError> {
     let limit = |text: String| Err(MappingError::Limit(text));
     if fields.len() > MAX_METADATA_FIELDS {
-        return limit(format!(
-            "{} metadata fields (X-PM-Metadata-* headers and [postmark] metadata), Postmark allows at most {MAX_METADATA_FIELDS}",
-            fields.len()
-        ));
+        let n = fields.len();
+        return limit(if from_headers == n {
+            format!("{n} X-PM-Metadata fields, Postmark allows at most {MAX_METADATA_FIELDS}")
+        } else {
+            format!(
+                "{n} metadata fields ({from_headers} from X-PM-Metadata-* headers, {} from [postmark] metadata), Postmark allows at most {MAX_METADATA_FIELDS}",
+                n - from_headers
+            )
+        });
     }
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in fields {
