@@ -139,4 +139,39 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn check_refuses_a_split_message_whose_later_call_is_too_large() {
+        // 50 short recipients in the first call, long ones in the second:
+        // only the second call's request crosses the limit.
+        let mut rcpt_to: Vec<String> = (0..50).map(|i| format!("r{i}@x.org")).collect();
+        rcpt_to.extend((0..5).map(|i| format!("{}{i}@x.org", "l".repeat(200))));
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to,
+        };
+        let raw = b"From: s@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        let sizes: Vec<usize> = mapper(MapperKind::Postmark)
+            .map(&envelope, raw)
+            .unwrap()
+            .calls
+            .iter()
+            .map(|c| c.encoded_len())
+            .collect();
+        assert!(sizes[1] > sizes[0], "{sizes:?}");
+        let tight = Mapper::new(
+            MapperKind::Postmark,
+            MappingOptions {
+                default_stream: "outbound".into(),
+                ignore_unsupported: false,
+                max_message_size: sizes[0],
+            },
+        );
+        let err = tight.check(&envelope, raw).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("message size {} bytes", sizes[1])),
+            "{err}"
+        );
+    }
 }
