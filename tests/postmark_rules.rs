@@ -476,3 +476,33 @@ fn quoted_local_parts_match_their_envelope_recipient_and_keep_their_quotes() {
     );
     assert_eq!(body["Bcc"], "\"x y\"@example.com");
 }
+
+#[test]
+fn parts_the_walk_cannot_reach_are_refused_and_deep_nesting_is_noted() {
+    let mut many = String::from("From: s@x.org\nContent-Type: multipart/mixed; boundary=b\n\n");
+    for n in 0..2100 {
+        many += &format!("--b\nContent-Type: text/plain; name=p{n}.txt\n\npart {n}\n");
+    }
+    many += "--b--\n";
+    match map(&envelope(&["r@x.org"]), many.as_bytes(), &opts()) {
+        Err(MappingError::Limit(text)) => assert!(
+            text.starts_with("message has more than 2000 MIME parts"),
+            "{text}"
+        ),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a message with parts past the limit must be refused"),
+    }
+
+    let mut deep = String::from("From: s@x.org\n");
+    for level in 0..40 {
+        deep += &format!("Content-Type: multipart/mixed; boundary=\"l{level}\"\n\n--l{level}\n");
+    }
+    deep += "\ndeep text\n";
+    let mapped = map_ok(&["r@x.org"], deep.as_bytes());
+    assert_eq!(
+        mapped.warnings,
+        ["MIME nesting deeper than 32 levels: the deepest part is sent whole as message/rfc822"]
+    );
+    let body = mapped.calls[0].body();
+    assert_eq!(body["Attachments"][0]["ContentType"], "message/rfc822");
+}

@@ -178,6 +178,18 @@ fn build_template(
             ));
         }
     };
+    if parsed.parts_over_limit {
+        return Err(MappingError::Limit(format!(
+            "message has more than {} MIME parts; the rest would be lost",
+            crate::message::mime::Limits::default().max_parts
+        )));
+    }
+    if parsed.truncated {
+        warnings.push(format!(
+            "MIME nesting deeper than {} levels: the deepest part is sent whole as message/rfc822",
+            crate::message::mime::Limits::default().max_depth
+        ));
+    }
     let (text_body, html_body) = bodies(parsed)?;
     Ok(Email {
         from,

@@ -34,9 +34,12 @@ pub struct ParsedMessage {
     pub text_body: Option<String>,
     pub html_body: Option<String>,
     pub attachments: Vec<Attachment>,
-    /// True when the walk stopped at a nesting or part-count limit: the
-    /// deepest or last parts are then kept whole, not decomposed.
+    /// True when the walk stopped at a nesting or part-count limit: a
+    /// subtree past the depth limit is kept whole as `message/rfc822`.
     pub truncated: bool,
+    /// True when the part-count limit stopped the walk: the parts after it
+    /// are in no body and no attachment.
+    pub parts_over_limit: bool,
 }
 
 /// One header field: the name as spelled in the message, the value unfolded
@@ -108,6 +111,7 @@ pub fn parse(raw: &[u8]) -> ParsedMessage {
     let walked = mime::walk(raw);
     let mut out = ParsedMessage {
         truncated: walked.truncated,
+        parts_over_limit: walked.parts_over_limit(mime::Limits::default()),
         ..ParsedMessage::default()
     };
     let mut seen = std::collections::HashSet::new();
