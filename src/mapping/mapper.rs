@@ -174,4 +174,22 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn send_defaults_come_from_the_postmark_config() {
+        let mut cfg = Config::default();
+        cfg.postmark.tag = "relay".into();
+        cfg.postmark.track_links = Some("htmlonly".into());
+        cfg.postmark.metadata = [("source".to_string(), "relay".to_string())].into();
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let raw = b"From: s@example.com\r\nX-PM-Metadata-source: app\r\n\r\nbody\r\n";
+        let body = Mapper::from_config(&cfg).map(&envelope, raw).unwrap().calls[0].body();
+        assert_eq!(body["Tag"], "relay");
+        assert_eq!(body["TrackLinks"], "HtmlOnly");
+        assert!(body.get("TrackOpens").is_none());
+        assert_eq!(body["Metadata"], serde_json::json!({"source": "app"}));
+    }
 }
