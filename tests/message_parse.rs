@@ -190,3 +190,34 @@ fn many_header_fields_parse_in_linear_time() {
         started.elapsed()
     );
 }
+
+#[test]
+fn display_names_decode_in_any_charset_and_quoted_local_parts_keep_their_quotes() {
+    let raw = [
+        &b"From: =?ks_c_5601-1987?B?x9Gxub7u?= <k@example.kr>\r\nTo: \"a,b\"@example.com, =?x-sjis?B?k/qWe4zq?= <\"j doe\"@example.jp>\r\nCc: "[..],
+        b"Gr\xfc\xdfe <g@example.de>\r\n\r\nx\r\n",
+    ]
+    .concat();
+    let parsed = parse(&raw);
+    let names = |list: &[Mailbox]| -> Vec<(Option<String>, String)> {
+        list.iter()
+            .map(|m| (m.name.clone(), m.addr.clone()))
+            .collect()
+    };
+    assert_eq!(
+        names(&parsed.from),
+        [(Some("한국어".into()), "k@example.kr".into())]
+    );
+    assert_eq!(
+        names(&parsed.to),
+        [
+            (None, "\"a,b\"@example.com".into()),
+            (Some("日本語".into()), "\"j doe\"@example.jp".into())
+        ]
+    );
+    // Undeclared 8-bit that is not UTF-8 reads as Windows-1252.
+    assert_eq!(
+        names(&parsed.cc),
+        [(Some("Grüße".into()), "g@example.de".into())]
+    );
+}
