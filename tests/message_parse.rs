@@ -1,5 +1,4 @@
-//! `message::parse`: what the rest of the relay may rely on, and what
-//! mail-parser 0.11 does that we have to live with.
+//! `message::parse`: what the rest of the relay may rely on.
 
 use postrelay::message::parse::{Mailbox, parse};
 
@@ -9,17 +8,17 @@ fn crlf(text: &str) -> Vec<u8> {
 }
 
 #[test]
-fn boundary_text_in_the_middle_of_a_line_truncates_the_part_in_mail_parser_0_11() {
-    // Known mail-parser 0.11 bug (#156, fixed in 1.0): "--sep" anywhere in a
-    // line ends the part. This test pins today's behaviour; when it fails
-    // after a parser upgrade, update it and fixture 19-boundary-mid-line.
+fn boundary_text_in_the_middle_of_a_line_is_content_not_a_delimiter() {
     let raw = crlf(
         "From: a@example.com\nContent-Type: multipart/alternative; boundary=\"sep\"\n\n\
          --sep\nContent-Type: text/plain\n\nLine one mentions --sep in the middle.\nLine two.\n\
          --sep\nContent-Type: text/html\n\n<p>html</p>\n--sep--\n",
     );
     let parsed = parse(&raw);
-    assert_eq!(parsed.text_body.as_deref(), Some("Line one mentions "));
+    assert_eq!(
+        parsed.text_body.as_deref(),
+        Some("Line one mentions --sep in the middle.\r\nLine two.")
+    );
     assert_eq!(parsed.html_body.as_deref(), Some("<p>html</p>"));
 }
 
@@ -34,7 +33,8 @@ fn unknown_headers_are_decoded_and_unfolded_with_their_spelling_kept() {
         .custom_headers()
         .map(|h| (h.name.as_str(), h.value.as_str()))
         .collect();
-    assert_eq!(custom, [("x-CUSTOM-thing", "grüße and more")]);
+    // RFC 5322 unfolding removes the line break only: both blanks stay.
+    assert_eq!(custom, [("x-CUSTOM-thing", "grüße  and more")]);
     assert_eq!(parsed.headers[2].name, "Message-Id");
     assert_eq!(parsed.message_id.as_deref(), Some("<id-1@example.com>"));
 }
@@ -188,5 +188,36 @@ fn many_header_fields_parse_in_linear_time() {
         started.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn display_names_decode_in_any_charset_and_quoted_local_parts_keep_their_quotes() {
+    let raw = [
+        &b"From: =?ks_c_5601-1987?B?x9Gxub7u?= <k@example.kr>\r\nTo: \"a,b\"@example.com, =?x-sjis?B?k/qWe4zq?= <\"j doe\"@example.jp>\r\nCc: "[..],
+        b"Gr\xfc\xdfe <g@example.de>\r\n\r\nx\r\n",
+    ]
+    .concat();
+    let parsed = parse(&raw);
+    let names = |list: &[Mailbox]| -> Vec<(Option<String>, String)> {
+        list.iter()
+            .map(|m| (m.name.clone(), m.addr.clone()))
+            .collect()
+    };
+    assert_eq!(
+        names(&parsed.from),
+        [(Some("한국어".into()), "k@example.kr".into())]
+    );
+    assert_eq!(
+        names(&parsed.to),
+        [
+            (None, "\"a,b\"@example.com".into()),
+            (Some("日本語".into()), "\"j doe\"@example.jp".into())
+        ]
+    );
+    // Undeclared 8-bit that is not UTF-8 reads as Windows-1252.
+    assert_eq!(
+        names(&parsed.cc),
+        [(Some("Grüße".into()), "g@example.de".into())]
     );
 }

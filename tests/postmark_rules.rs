@@ -171,13 +171,58 @@ fn stream_header_overrides_the_configured_default() {
 fn control_and_structural_headers_are_never_forwarded() {
     let headers = "To: r@x.org\nSubject: s\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <m@x>\n\
         MIME-Version: 1.0\nReceived: from a by b\nReturn-Path: <b@x>\nSender: s@x.org\nDKIM-Signature: v=1\n\
-        X-Postal-MsgID: abc\nX-PM-Unknown: ?\nX-PM-KeepID: false\nContent-Type: text/plain\nX-Kept: yes\nPrecedence: bulk";
+        X-Postal-MsgID: abc\nX-PM-KeepID: false\nContent-Type: text/plain\nX-Kept: yes\nPrecedence: bulk";
     let mapped = map_ok(&["r@x.org"], &eml(headers, "x"));
     assert_eq!(
         mapped.calls[0].body()["Headers"],
         json!([{"Name": "X-Kept", "Value": "yes"}, {"Name": "Precedence", "Value": "bulk"}])
     );
-    assert_eq!(mapped.warnings, ["ignored unknown header X-PM-Unknown"]);
+    assert!(mapped.warnings.is_empty(), "{:?}", mapped.warnings);
+}
+
+#[test]
+fn unknown_postmark_headers_are_refused_naming_the_header_or_dropped_with_a_note() {
+    let raw = eml("X-PM-Tag: t\nX-PM-Unknown: ?\nx-pm-trackclicks: yes", "x");
+    let err = map(&envelope(&["r@x.org"]), &raw, &opts()).unwrap_err();
+    assert_eq!(
+        err.smtp_reply(),
+        (
+            550,
+            "5.7.1",
+            "unsupported feature: unknown Postmark header X-PM-Unknown".into()
+        )
+    );
+    let lenient = MappingOptions {
+        ignore_unsupported: true,
+        ..opts()
+    };
+    let mapped = map(&envelope(&["r@x.org"]), &raw, &lenient).unwrap();
+    let body = mapped.calls[0].body();
+    assert_eq!(body["Tag"], "t");
+    assert!(body.get("Headers").is_none(), "{body}");
+    assert_eq!(
+        mapped.warnings,
+        [
+            "unknown Postmark header X-PM-Unknown dropped (ignore_unsupported_features = true)",
+            "unknown Postmark header x-pm-trackclicks dropped (ignore_unsupported_features = true)"
+        ]
+    );
+}
+
+#[test]
+fn notes_name_the_lenient_setting_only_when_it_is_set() {
+    // Without ignore_unsupported, a note about a fallback says nothing of it.
+    let raw = b"To: r@x.org\r\nX-PM-TrackOpens: true\r\nX-PM-TrackOpens: false\r\n\r\nhi".to_vec();
+    let mapped = map_ok(&["r@x.org"], &raw);
+    assert_eq!(mapped.warnings.len(), 2, "{:?}", mapped.warnings);
+    assert!(
+        mapped
+            .warnings
+            .iter()
+            .all(|w| !w.contains("ignore_unsupported_features")),
+        "{:?}",
+        mapped.warnings
+    );
 }
 
 #[test]
@@ -252,6 +297,34 @@ fn forbidden_attachment_types_are_refused_in_any_case_and_with_trailing_dots() {
 }
 
 #[test]
+fn forbidden_types_are_found_in_every_decoded_name_whatever_the_encoding() {
+    let headers = [
+        // Folded filename value.
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=\n \"setup.exe\"",
+        // RFC 2231 continuations and percent-encoding, upper case.
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename*0*=utf-8''setup;\n filename*1*=%2E%45%58%45",
+        // RFC 2047 encoded words across a fold.
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment;\n filename=\"=?utf-8?B?c2V0dXA=?=\n =?utf-8?Q?=2Eexe?=\"",
+        // A harmless filename, but the type's name* says .exe.
+        "Content-Type: application/octet-stream; name*=utf-8''run.Exe\nContent-Disposition: attachment; filename=notes.pdf",
+        // The type's plain name only.
+        "Content-Type: application/octet-stream; name=\"RUN.SCR\"",
+    ];
+    for part in headers {
+        let raw = eml(
+            "Content-Type: multipart/mixed; boundary=b",
+            &format!("--b\nContent-Type: text/plain\n\nhi\n--b\n{part}\n\nMZ\n--b--\n"),
+        );
+        assert!(limit_text(&raw).contains("forbids"), "{part}");
+    }
+    let uuencoded = eml(
+        "Content-Type: multipart/mixed; boundary=b",
+        "--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-uuencode\n\nbegin 644 tool.BAT\n#0V%T\n`\nend\n--b--\n",
+    );
+    assert!(limit_text(&uuencoded).contains(".bat"));
+}
+
+#[test]
 fn unnamed_parts_get_names_postmark_accepts() {
     let raw = eml(
         "Content-Type: multipart/mixed; boundary=b",
@@ -316,4 +389,120 @@ fn tag_longer_than_a_thousand_characters_is_refused() {
             .len(),
         1000
     );
+}
+
+#[test]
+fn send_defaults_apply_when_no_header_asks_and_a_header_wins() {
+    use postrelay::mapping::postmark::{SendDefaults, TrackLinks, map_with};
+    let defaults = SendDefaults {
+        tag: Some("default-tag".into()),
+        track_opens: Some(false),
+        track_links: Some(TrackLinks::HtmlOnly),
+        metadata: [("client", "acme"), ("env", "prod")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+    };
+    let map_body = |raw: &[u8]| {
+        map_with(&envelope(&["r@x.org"]), raw, &opts(), &defaults)
+            .unwrap()
+            .calls[0]
+            .body()
+    };
+    let plain = map_body(&eml("Subject: s", "x"));
+    assert_eq!(plain["Tag"], "default-tag");
+    assert_eq!(plain["TrackOpens"], false);
+    assert_eq!(plain["TrackLinks"], "HtmlOnly");
+    assert_eq!(plain["Metadata"], json!({"client": "acme", "env": "prod"}));
+
+    let headers = "X-PM-Tag: own\nX-PM-TrackOpens: true\nX-PM-TrackLinks: None\nX-PM-Metadata-ENV: staging\nX-PM-Metadata-order: 7";
+    let own = map_body(&eml(headers, "x"));
+    assert_eq!(own["Tag"], "own");
+    assert_eq!(own["TrackOpens"], true);
+    assert_eq!(own["TrackLinks"], "None");
+    assert_eq!(
+        own["Metadata"],
+        json!({"ENV": "staging", "client": "acme", "order": "7"}),
+        "merged per key, the header winning"
+    );
+
+    // Without defaults nothing is added: the server's own settings apply.
+    let bare = only_body(&["r@x.org"], &eml("Subject: s", "x"));
+    for field in ["Tag", "TrackOpens", "TrackLinks", "Metadata"] {
+        assert!(bare.get(field).is_none(), "{field}");
+    }
+}
+
+#[test]
+fn defaults_merged_with_headers_still_keep_postmark_metadata_limits() {
+    use postrelay::mapping::postmark::{SendDefaults, map_with};
+    let defaults = SendDefaults {
+        metadata: (0..6).map(|i| (format!("d{i}"), "v".to_string())).collect(),
+        ..SendDefaults::default()
+    };
+    let headers: Vec<String> = (0..5).map(|i| format!("X-PM-Metadata-h{i}: v")).collect();
+    let err = map_with(
+        &envelope(&["r@x.org"]),
+        &eml(&headers.join("\n"), "x"),
+        &opts(),
+        &defaults,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "11 metadata fields (5 from X-PM-Metadata-* headers, 6 from [postmark] metadata), Postmark allows at most 10"
+    );
+}
+
+#[test]
+fn quoted_local_parts_match_their_envelope_recipient_and_keep_their_quotes() {
+    let raw = eml(
+        "To: \"a,b\"@example.com, \"john.doe\"@Example.COM, \"Doe, J\" <\"john doe\"@example.com>",
+        "x",
+    );
+    // The envelope as the SMTP session stores it: RFC 5321 form, with the
+    // quotes only where the local part needs them.
+    let body = only_body(
+        &[
+            "\"a,b\"@example.com",
+            "john.doe@example.com",
+            "\"john doe\"@example.com",
+            "\"x y\"@example.com",
+        ],
+        &raw,
+    );
+    assert_eq!(
+        body["To"],
+        "\"a,b\"@example.com, \"john.doe\"@Example.COM, \"Doe, J\" <\"john doe\"@example.com>"
+    );
+    assert_eq!(body["Bcc"], "\"x y\"@example.com");
+}
+
+#[test]
+fn parts_the_walk_cannot_reach_are_refused_and_deep_nesting_is_noted() {
+    let mut many = String::from("From: s@x.org\nContent-Type: multipart/mixed; boundary=b\n\n");
+    for n in 0..2100 {
+        many += &format!("--b\nContent-Type: text/plain; name=p{n}.txt\n\npart {n}\n");
+    }
+    many += "--b--\n";
+    match map(&envelope(&["r@x.org"]), many.as_bytes(), &opts()) {
+        Err(MappingError::Limit(text)) => assert!(
+            text.starts_with("message has more than 2000 MIME parts"),
+            "{text}"
+        ),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a message with parts past the limit must be refused"),
+    }
+
+    let mut deep = String::from("From: s@x.org\n");
+    for level in 0..40 {
+        deep += &format!("Content-Type: multipart/mixed; boundary=\"l{level}\"\n\n--l{level}\n");
+    }
+    deep += "\ndeep text\n";
+    let mapped = map_ok(&["r@x.org"], deep.as_bytes());
+    assert_eq!(
+        mapped.warnings,
+        ["MIME nesting deeper than 32 levels: the deepest part is sent whole as message/rfc822"]
+    );
+    let body = mapped.calls[0].body();
+    assert_eq!(body["Attachments"][0]["ContentType"], "message/rfc822");
 }

@@ -14,6 +14,7 @@
 //! secrets unresolved.
 
 mod load;
+pub mod postmark;
 mod redact;
 mod secrets;
 #[cfg(test)]
@@ -196,6 +197,12 @@ pub struct PostmarkConfig {
     #[serde(serialize_with = "redact::url")]
     pub api_url: String,
     pub message_stream: String,
+    /// Send defaults for messages without the matching `X-PM-*` header;
+    /// absent (or an empty tag) = the Postmark server's own setting.
+    pub tag: String,
+    pub track_opens: Option<bool>,
+    pub track_links: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for PostmarkConfig {
@@ -205,6 +212,10 @@ impl Default for PostmarkConfig {
             server_token_file: None,
             api_url: "https://api.postmarkapp.com".into(),
             message_stream: "outbound".into(),
+            tag: String::new(),
+            track_opens: None,
+            track_links: None,
+            metadata: Default::default(),
         }
     }
 }
@@ -276,7 +287,7 @@ impl LocalConfig {
     /// `domain`, or when it is empty the host's FQDN (else its host name).
     pub fn effective_domain(&self) -> String {
         if self.domain.is_empty() {
-            crate::message::address::host_fqdn()
+            crate::message::local::host_fqdn()
         } else {
             self.domain.clone()
         }

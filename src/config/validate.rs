@@ -25,7 +25,82 @@ pub(super) fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<Stri
     delivery(c)?;
     local(c)?;
     log_level(&c.log.level)?;
+    postmark_defaults(c)?;
     backend(c, secrets)
+}
+
+/// The `[postmark]` send defaults, held to the limits Postmark applies to
+/// the headers they stand in for (dry-run maps as Postmark, so always).
+fn postmark_defaults(c: &Config) -> Result<(), ConfigError> {
+    use super::postmark::{
+        MAX_METADATA_FIELDS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_TAG_CHARS,
+        TrackLinks,
+    };
+    let pm = &c.postmark;
+    let controls = |text: &str| text.chars().any(char::is_control);
+    if controls(&pm.tag) {
+        return Err(key_error(
+            "postmark.tag",
+            "must not contain control characters",
+        ));
+    }
+    let tag_chars = pm.tag.chars().count();
+    if tag_chars > MAX_TAG_CHARS {
+        return Err(key_error(
+            "postmark.tag",
+            format!("must be at most {MAX_TAG_CHARS} characters (got {tag_chars})"),
+        ));
+    }
+    if let Some(links) = &pm.track_links
+        && TrackLinks::parse(links).is_none()
+    {
+        return Err(key_error(
+            "postmark.track_links",
+            format!(
+                "must be one of \"None\", \"HtmlAndText\", \"HtmlOnly\", \"TextOnly\" (got {links:?})"
+            ),
+        ));
+    }
+    if pm.metadata.len() > MAX_METADATA_FIELDS {
+        return Err(key_error(
+            "postmark.metadata",
+            format!(
+                "at most {MAX_METADATA_FIELDS} fields (got {})",
+                pm.metadata.len()
+            ),
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in &pm.metadata {
+        let name = format!("postmark.metadata.{key}");
+        let key_chars = key.chars().count();
+        if key_chars == 0 || key_chars > MAX_METADATA_KEY_CHARS {
+            return Err(key_error(
+                &name,
+                format!("a key must be 1 to {MAX_METADATA_KEY_CHARS} characters (got {key_chars})"),
+            ));
+        }
+        if controls(key) || controls(value) {
+            return Err(key_error(&name, "must not contain control characters"));
+        }
+        let value_chars = value.chars().count();
+        if value_chars > MAX_METADATA_VALUE_CHARS {
+            return Err(key_error(
+                &name,
+                format!(
+                    "a value must be at most {MAX_METADATA_VALUE_CHARS} characters (got {value_chars})"
+                ),
+            ));
+        }
+        if let Some(other) = seen.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+            return Err(key_error(
+                &name,
+                format!("same key as \"{other}\" ignoring case"),
+            ));
+        }
+        seen.push(key);
+    }
+    Ok(())
 }
 
 fn smtp(c: &Config) -> Result<(), ConfigError> {
@@ -286,3 +361,77 @@ fn log_level(level: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod postmark_default_tests {
+    use super::super::Mode;
+    use super::super::testing::load_toml;
+
+    fn load(postmark: &str) -> Result<super::Config, String> {
+        load_toml(&format!("[postmark]\n{postmark}\n"), &[], Mode::Tools).map(|l| l.config)
+    }
+
+    #[test]
+    fn send_defaults_load_from_the_postmark_table() {
+        let c = load(
+            "tag = \"billing\"\ntrack_opens = true\ntrack_links = \"HtmlOnly\"\nmetadata = { client = \"acme\", env = \"prod\" }",
+        )
+        .unwrap();
+        assert_eq!(c.postmark.tag, "billing");
+        assert_eq!(c.postmark.track_opens, Some(true));
+        assert_eq!(c.postmark.track_links.as_deref(), Some("HtmlOnly"));
+        assert_eq!(c.postmark.metadata.len(), 2);
+        let unset = load("").unwrap();
+        assert_eq!(
+            (unset.postmark.tag.as_str(), unset.postmark.track_opens),
+            ("", None)
+        );
+        assert!(unset.postmark.track_links.is_none() && unset.postmark.metadata.is_empty());
+    }
+
+    #[test]
+    fn send_defaults_beyond_postmark_limits_are_refused_naming_the_key() {
+        let eleven: Vec<String> = (0..11).map(|i| format!("k{i} = \"v\"")).collect();
+        let cases = [
+            (
+                format!("tag = \"{}\"", "t".repeat(1001)),
+                "postmark.tag: must be at most 1000 characters (got 1001)",
+            ),
+            (
+                "tag = \"a\\nb\"".to_string(),
+                "postmark.tag: must not contain control characters",
+            ),
+            (
+                "track_links = \"Always\"".to_string(),
+                "postmark.track_links: must be one of",
+            ),
+            (
+                format!("metadata = {{ {} }}", eleven.join(", ")),
+                "postmark.metadata: at most 10 fields (got 11)",
+            ),
+            (
+                format!("metadata = {{ {} = \"v\" }}", "k".repeat(21)),
+                "postmark.metadata.kkkkkkkkkkkkkkkkkkkkk: a key must be 1 to 20 characters (got 21)",
+            ),
+            (
+                format!("metadata = {{ k = \"{}\" }}", "v".repeat(81)),
+                "postmark.metadata.k: a value must be at most 80 characters (got 81)",
+            ),
+            (
+                "metadata = { Key = \"a\", key = \"b\" }".to_string(),
+                "postmark.metadata.key: same key as \"Key\" ignoring case",
+            ),
+        ];
+        for (toml, want) in cases {
+            let err = load(&toml).expect_err(want);
+            assert!(err.contains(want), "want {want:?}, got {err:?}");
+        }
+        let edge = format!(
+            "tag = \"{}\"\nmetadata = {{ {} = \"{}\" }}",
+            "t".repeat(1000),
+            "k".repeat(20),
+            "v".repeat(80)
+        );
+        load(&edge).unwrap();
+    }
+}

@@ -3,6 +3,7 @@
 //! SMTP listener (`check` at `DATA`), the delivery engine (`map` before each
 //! attempt) and the CLI (`queue show`). A pure value: no client, no secret.
 
+use super::postmark::{SendDefaults, TrackLinks};
 use super::{
     Mapped, MappingError, MappingOptions, POSTAL_MAX_MESSAGE_SIZE, POSTMARK_MAX_MESSAGE_SIZE,
 };
@@ -22,11 +23,21 @@ pub enum MapperKind {
 pub struct Mapper {
     kind: MapperKind,
     options: MappingOptions,
+    defaults: SendDefaults,
 }
 
 impl Mapper {
     pub fn new(kind: MapperKind, options: MappingOptions) -> Mapper {
-        Mapper { kind, options }
+        Mapper {
+            kind,
+            options,
+            defaults: SendDefaults::default(),
+        }
+    }
+
+    /// The same mapper with Postmark send defaults (unused by Postal).
+    pub fn with_defaults(self, defaults: SendDefaults) -> Mapper {
+        Mapper { defaults, ..self }
     }
 
     /// The mapping of the configured backend (dry-run maps as Postmark).
@@ -42,14 +53,21 @@ impl Mapper {
                 (MapperKind::Postmark, POSTMARK_MAX_MESSAGE_SIZE)
             }
         };
+        let pm = &cfg.postmark;
         Mapper::new(
             kind,
             MappingOptions {
-                default_stream: cfg.postmark.message_stream.clone(),
+                default_stream: pm.message_stream.clone(),
                 ignore_unsupported: cfg.ignore_unsupported_features,
                 max_message_size,
             },
         )
+        .with_defaults(SendDefaults {
+            tag: Some(pm.tag.clone()).filter(|t| !t.is_empty()),
+            track_opens: pm.track_opens,
+            track_links: pm.track_links.as_deref().and_then(TrackLinks::parse),
+            metadata: pm.metadata.clone(),
+        })
     }
 
     pub fn kind(&self) -> MapperKind {
@@ -63,7 +81,9 @@ impl Mapper {
     /// The API calls for this message, or why the API would refuse it.
     pub fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
         match self.kind {
-            MapperKind::Postmark => super::postmark::map(envelope, raw, &self.options),
+            MapperKind::Postmark => {
+                super::postmark::map_with(envelope, raw, &self.options, &self.defaults)
+            }
             MapperKind::Postal => super::postal::map(envelope, raw, &self.options),
         }
     }
@@ -118,5 +138,58 @@ mod tests {
                 m.map(&envelope, raw).unwrap_err()
             );
         }
+    }
+
+    #[test]
+    fn check_refuses_a_split_message_whose_later_call_is_too_large() {
+        // 50 short recipients in the first call, long ones in the second:
+        // only the second call's request crosses the limit.
+        let mut rcpt_to: Vec<String> = (0..50).map(|i| format!("r{i}@x.org")).collect();
+        rcpt_to.extend((0..5).map(|i| format!("{}{i}@x.org", "l".repeat(200))));
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to,
+        };
+        let raw = b"From: s@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        let sizes: Vec<usize> = mapper(MapperKind::Postmark)
+            .map(&envelope, raw)
+            .unwrap()
+            .calls
+            .iter()
+            .map(|c| c.encoded_len())
+            .collect();
+        assert!(sizes[1] > sizes[0], "{sizes:?}");
+        let tight = Mapper::new(
+            MapperKind::Postmark,
+            MappingOptions {
+                default_stream: "outbound".into(),
+                ignore_unsupported: false,
+                max_message_size: sizes[0],
+            },
+        );
+        let err = tight.check(&envelope, raw).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("message size {} bytes", sizes[1])),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn send_defaults_come_from_the_postmark_config() {
+        let mut cfg = Config::default();
+        cfg.postmark.tag = "relay".into();
+        cfg.postmark.track_links = Some("htmlonly".into());
+        cfg.postmark.metadata = [("source".to_string(), "relay".to_string())].into();
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let raw = b"From: s@example.com\r\nX-PM-Metadata-source: app\r\n\r\nbody\r\n";
+        let body = Mapper::from_config(&cfg).map(&envelope, raw).unwrap().calls[0].body();
+        assert_eq!(body["Tag"], "relay");
+        assert_eq!(body["TrackLinks"], "HtmlOnly");
+        assert!(body.get("TrackOpens").is_none());
+        assert_eq!(body["Metadata"], serde_json::json!({"source": "app"}));
     }
 }

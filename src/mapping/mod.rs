@@ -198,10 +198,13 @@ pub fn unique_recipients(rcpt_to: &[String]) -> Vec<String> {
 }
 
 /// `Name <addr>`, or just `addr` without a name. Names containing RFC 5322
-/// specials are quoted, with `"` and `\` escaped.
+/// specials are quoted, with `"` and `\` escaped; the address is always a
+/// valid RFC 5322 addr-spec ([`crate::message::address::rfc5322`]: a local part with
+/// specials is quoted, never a bare comma).
 pub fn format_address(name: Option<&str>, addr: &str) -> String {
+    let addr = crate::message::address::rfc5322(addr);
     match name.map(str::trim).filter(|n| !n.is_empty()) {
-        None => addr.to_string(),
+        None => addr,
         Some(name) => format!("{} <{addr}>", quote_display_name(name)),
     }
 }
@@ -306,6 +309,16 @@ mod tests {
         assert_eq!(format_address(Some("José"), "j@x.org"), "José <j@x.org>");
         assert_eq!(format_address(None, "j@x.org"), "j@x.org");
         assert_eq!(format_address(Some("  "), "j@x.org"), "j@x.org");
+    }
+
+    #[test]
+    fn local_parts_with_specials_are_always_sent_quoted() {
+        assert_eq!(format_address(None, "a,b@x.org"), "\"a,b\"@x.org");
+        assert_eq!(format_address(None, "\"a,b\"@x.org"), "\"a,b\"@x.org");
+        assert_eq!(
+            format_address(Some("J"), "john doe@x.org"),
+            "J <\"john doe\"@x.org>"
+        );
     }
 
     #[test]

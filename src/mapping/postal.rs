@@ -125,7 +125,7 @@ fn rewrite(
             ));
         }
         warnings.push(format!(
-            "Postal takes one tag: kept the first X-PM-Tag, dropped {}",
+            "Postal takes one tag: kept the first X-PM-Tag, dropped {} (ignore_unsupported_features = true)",
             tags - 1
         ));
     }
@@ -134,7 +134,9 @@ fn rewrite(
             return Err(MappingError::Unsupported(first.clone()));
         }
         for name in &unsupported {
-            warnings.push(format!("Postal cannot express {name}: header removed"));
+            warnings.push(format!(
+                "Postal cannot express {name}: header removed (ignore_unsupported_features = true)"
+            ));
         }
     }
 

@@ -25,6 +25,10 @@ use crate::message::{Envelope, address};
 
 mod controls;
 use controls::{Controls, read_controls};
+pub use controls::{
+    MAX_METADATA_FIELDS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_TAG_CHARS,
+    SendDefaults,
+};
 
 /// Postmark accepts at most this many recipients (To + Cc + Bcc) per message.
 pub const MAX_RECIPIENTS_PER_CALL: usize = 50;
@@ -92,20 +96,25 @@ pub struct Attachment {
     pub content_id: Option<String>,
 }
 
-/// `X-PM-TrackLinks` values, serialized in Postmark's spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum TrackLinks {
-    None,
-    HtmlAndText,
-    HtmlOnly,
-    TextOnly,
+pub use crate::config::postmark::TrackLinks;
+
+/// Maps one message to Postmark calls (one per 50 envelope recipients),
+/// without send defaults.
+pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Mapped, MappingError> {
+    map_with(envelope, raw, opts, &SendDefaults::default())
 }
 
-/// Maps one message to Postmark calls (one per 50 envelope recipients).
-pub fn map(envelope: &Envelope, raw: &[u8], opts: &MappingOptions) -> Result<Mapped, MappingError> {
+/// [`map`] with the configured send defaults for messages without the
+/// matching `X-PM-*` header.
+pub fn map_with(
+    envelope: &Envelope,
+    raw: &[u8],
+    opts: &MappingOptions,
+    defaults: &SendDefaults,
+) -> Result<Mapped, MappingError> {
     let parsed = parse::parse(raw);
     let mut warnings = Vec::new();
-    let controls = read_controls(&parsed, opts, &mut warnings)?;
+    let controls = read_controls(&parsed, opts, defaults, &mut warnings)?;
     let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
 
     let shared = match serde_json::to_value(&template) {
@@ -154,7 +163,7 @@ fn build_template(
         Some(m) => format_address(m.name.as_deref(), &m.addr),
         None if !envelope.mail_from.is_empty() => {
             warnings.push("no From header; using the envelope sender as From".into());
-            envelope.mail_from.clone()
+            address::rfc5322(&envelope.mail_from)
         }
         None => {
             return Err(MappingError::Limit(
@@ -162,6 +171,18 @@ fn build_template(
             ));
         }
     };
+    if parsed.parts_over_limit {
+        return Err(MappingError::Limit(format!(
+            "message has more than {} MIME parts; the rest would be lost",
+            crate::message::mime::Limits::default().max_parts
+        )));
+    }
+    if parsed.truncated {
+        warnings.push(format!(
+            "MIME nesting deeper than {} levels: the deepest part is sent whole as message/rfc822",
+            crate::message::mime::Limits::default().max_depth
+        ));
+    }
     let (text_body, html_body) = bodies(parsed)?;
     Ok(Email {
         from,
@@ -202,9 +223,10 @@ fn bodies(parsed: &ParsedMessage) -> Result<(Option<String>, Option<String>), Ma
     Ok((text, html))
 }
 
-/// To/Cc keep the header's display names but only for this call's
-/// recipients; every other recipient of the call goes to Bcc. Each address
-/// appears once across the three fields.
+/// To/Cc keep the header's display names and spelling but only for this
+/// call's recipients (matched by canonical form: `"john.doe"@x` is
+/// `john.doe@x`); every other recipient of the call goes to Bcc. Each
+/// address appears once across the three fields, always valid RFC 5322.
 fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, String) {
     let wanted: HashSet<String> = chunk.iter().map(|r| address::key(r)).collect();
     let mut placed = HashSet::new();
@@ -217,10 +239,10 @@ fn address_fields(parsed: &ParsedMessage, chunk: &[String]) -> (String, String, 
     };
     let to = pick(&parsed.to);
     let cc = pick(&parsed.cc);
-    let bcc: Vec<&str> = chunk
+    let bcc: Vec<String> = chunk
         .iter()
         .filter(|r| placed.insert(address::key(r)))
-        .map(String::as_str)
+        .map(|r| address::rfc5322(r))
         .collect();
     (to, cc, bcc.join(", "))
 }
@@ -265,10 +287,14 @@ fn attachments(parsed: &ParsedMessage) -> Result<Vec<Attachment>, MappingError> 
             .name
             .clone()
             .unwrap_or_else(|| synthetic_name(i + 1, &part.content_type));
-        if let Some(ext) = forbidden_extension(&name) {
-            return Err(MappingError::Limit(format!(
-                "attachment \"{name}\" has a file type Postmark forbids (.{ext})"
-            )));
+        // Every name the part declares, decoded: a reader or the recipient's
+        // system may use any of them, so none may carry a forbidden type.
+        for declared in part.names.iter().chain([&name]) {
+            if let Some(ext) = forbidden_extension(declared) {
+                return Err(MappingError::Limit(format!(
+                    "attachment \"{declared}\" has a file type Postmark forbids (.{ext})"
+                )));
+            }
         }
         let content_id = part
             .content_id

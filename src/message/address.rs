@@ -1,80 +1,315 @@
-//! Recipient identity and local names.
+//! Addresses: recipient identity, header address lists, and the one
+//! formatter for addresses sent to an API.
 //!
-//! Identity: one rule for the whole relay (SMTP's duplicate `RCPT`, the
+//! One identity rule for the whole relay (SMTP's duplicate `RCPT`, the
 //! spool's per-recipient state, the mapping's `To`/`Cc`/`Bcc` placement):
-//! addresses are compared with surrounding whitespace removed and ASCII case
-//! folded. RFC 5321 lets a server treat local parts case-sensitively, but
-//! every API we deliver to, and every mail system in practice, does not.
+//! two addresses are the same mailbox when their canonical forms ([`key`])
+//! are equal: surrounding whitespace removed, a quoted local part unquoted
+//! when the quotes are not needed (`"john.doe"@x` is `john.doe@x`), ASCII
+//! case folded (domain and local part: RFC 5321 lets a server treat local
+//! parts case-sensitively, but every API we deliver to does not).
 //!
-//! Local names: mail from local programs (`sendmail`, loopback SMTP clients)
-//! names local users bare (`root`, `www-data`). [`qualify`] gives a bare name
-//! the `[local] domain`; [`route_recipient`] sends local users' mail to
-//! `[local] admin_address` when one is set. Both are pure; an address that
-//! already has a domain, and the null sender, pass through unchanged.
+//! Addresses keep the form they were written in (RFC 5321 for the
+//! envelope, the header's own quoting for `To`/`Cc`); [`rfc5322`] is the
+//! only way an address leaves the relay, and always yields a valid RFC 5322
+//! addr-spec (a local part with specials is quoted, never a bare comma).
 
-/// The comparison key of an address: trimmed, ASCII-lowercased.
+use super::mime::words;
+
+/// An address with its decoded display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub addr: String,
+}
+
+/// The comparison key of an address: its canonical form, lower-cased.
 pub fn key(addr: &str) -> String {
-    addr.trim().to_ascii_lowercase()
+    let (local, domain) = split(addr.trim());
+    let local = unquote(local);
+    let local = if is_dot_atom(&local) {
+        local
+    } else {
+        quote(&local)
+    };
+    match domain {
+        Some(domain) => format!("{local}@{domain}").to_ascii_lowercase(),
+        None => local.to_ascii_lowercase(),
+    }
 }
 
 /// Whether `a` and `b` name the same mailbox.
 pub fn same(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
+    key(a) == key(b)
 }
 
-/// A local user's name: not empty, no domain.
-pub fn is_local(addr: &str) -> bool {
-    !addr.is_empty() && !addr.contains('@')
-}
-
-/// `root` -> `root@<domain>`; an address with a domain, or "" (the null
-/// sender), is returned as it is.
-pub fn qualify(addr: &str, domain: &str) -> String {
-    if is_local(addr) {
-        format!("{addr}@{domain}")
+/// `addr` as a valid RFC 5322 addr-spec: a local part that is a dot-atom or
+/// a well-formed quoted string is kept as written, any other is quoted.
+pub fn rfc5322(addr: &str) -> String {
+    let (local, domain) = split(addr.trim());
+    let local = if is_dot_atom(local) || is_quoted_string(local) {
+        local.to_string()
     } else {
-        addr.to_string()
+        quote(local)
+    };
+    match domain {
+        Some(domain) => format!("{local}@{domain}"),
+        None => local,
     }
 }
 
-/// Where mail for envelope recipient `addr` goes: a local user's to `admin`
-/// when set, else to the qualified name; any other address unchanged.
-pub fn route_recipient(addr: &str, domain: &str, admin: Option<&str>) -> String {
-    match admin {
-        Some(admin) if is_local(addr) => admin.to_string(),
-        _ => qualify(addr, domain),
+/// Splits at the last `@` outside a quoted string.
+fn split(addr: &str) -> (&str, Option<&str>) {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut at = None;
+    for (i, c) in addr.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '@' if !in_quotes => at = Some(i),
+            _ => {}
+        }
+    }
+    // An unbalanced quote: the quote is a character, not a delimiter.
+    let at = if in_quotes { addr.rfind('@') } else { at };
+    match at {
+        Some(i) => (&addr[..i], Some(&addr[i + 1..])),
+        None => (addr, None),
     }
 }
 
-/// The host's FQDN: the kernel's host name when it has a dot, else the
-/// first dotted name `/etc/hosts` gives for it, else the bare host name.
-pub fn host_fqdn() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    fqdn_from(&host, &hosts)
+/// The content of a local part: a quoted string without its quotes and
+/// quoted-pair escapes; anything else as written.
+fn unquote(local: &str) -> String {
+    if !is_quoted_string(local) {
+        return local.to_string();
+    }
+    let mut out = String::with_capacity(local.len());
+    let mut chars = local[1..local.len() - 1].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-/// Pure part of [`host_fqdn`].
-pub fn fqdn_from(host: &str, hosts_file: &str) -> String {
-    if host.is_empty() {
-        return "localhost".into();
+fn quote(content: &str) -> String {
+    let mut out = String::with_capacity(content.len() + 2);
+    out.push('"');
+    for c in content.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
     }
-    if host.contains('.') {
-        return host.to_string();
+    out.push('"');
+    out
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+fn is_dot_atom(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|a| !a.is_empty() && a.chars().all(is_atext))
+}
+
+fn is_quoted_string(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next().is_none() => return false,
+            '\\' => {}
+            '"' | '\r' | '\n' => return false,
+            _ => {}
+        }
     }
-    hosts_file
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or_default())
-        .filter_map(|l| {
-            let names: Vec<&str> = l.split_whitespace().skip(1).collect();
-            names.contains(&host).then_some(names)
-        })
-        .flatten()
-        .find(|n| n.contains('.') && n.split('.').next() == Some(host))
-        .unwrap_or(host)
-        .to_string()
+    true
+}
+
+/// The mailboxes of an address-list header value (raw bytes, unfolded):
+/// groups flattened, comments dropped, entries without an address dropped,
+/// entries without an `@` (a bare local name) dropped, display names RFC 2047 decoded (any charset, raw 8-bit text too), quoted
+/// local parts kept with their quotes.
+pub fn parse_list(raw: &[u8]) -> Vec<Mailbox> {
+    let mut out = Vec::new();
+    for entry in entries(raw) {
+        if let Some(mailbox) = mailbox(&entry) {
+            out.push(mailbox);
+        }
+    }
+    out
+}
+
+/// The top-level entries of a list: split at `,` and `;` outside quotes,
+/// comments and angle brackets, with a group's `name:` prefix removed.
+fn entries(raw: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let (mut in_quotes, mut escaped, mut depth, mut in_angle) = (false, false, 0usize, false);
+    for &b in raw {
+        let top = !in_quotes && depth == 0 && !in_angle;
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_quotes || depth > 0 => escaped = true,
+            b'"' if depth == 0 && !in_angle => in_quotes = !in_quotes,
+            b'(' if !in_quotes => depth += 1,
+            b')' if !in_quotes && depth > 0 => depth -= 1,
+            b'<' if top => in_angle = true,
+            b'>' if in_angle && !in_quotes => in_angle = false,
+            b',' | b';' if top => {
+                out.push(std::mem::take(&mut current));
+                continue;
+            }
+            // A group's display name: everything so far in this entry.
+            b':' if top => {
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(b);
+    }
+    out.push(current);
+    out
+}
+
+/// One entry: `name <addr>` or a bare addr-spec (a comment may name it).
+fn mailbox(entry: &[u8]) -> Option<Mailbox> {
+    let (phrase, spec, comment) = pieces(entry);
+    let addr = spec.trim().to_string();
+    if !addr.contains('@') {
+        return None;
+    }
+    let name = phrase.or(comment).map(|raw| display_name(&raw));
+    Some(Mailbox {
+        name: name.filter(|n| !n.is_empty()),
+        addr,
+    })
+}
+
+/// (display phrase before `<` with its comments, the address with blanks
+/// and comments outside quotes removed, the first comment's text).
+fn pieces(entry: &[u8]) -> (Option<Vec<u8>>, String, Option<Vec<u8>>) {
+    let mut phrase = Vec::new();
+    let mut spec = Vec::new();
+
+    let mut comment: Option<Vec<u8>> = None;
+    let mut current_comment = Vec::new();
+    let (mut in_quotes, mut escaped, mut depth) = (false, false, 0usize);
+    let (mut angle, mut ignored) = (Vec::new(), Vec::new());
+    let (mut has_angle, mut angle_done) = (false, false);
+    // Everything before `<` as written, comments included: the phrase.
+    let mut written = Vec::new();
+    for &b in entry {
+        if !has_angle {
+            written.push(b);
+        }
+        if depth > 0 {
+            match b {
+                _ if escaped => {
+                    escaped = false;
+                    current_comment.push(b);
+                }
+                b'\\' => escaped = true,
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 && comment.is_none() {
+                        comment = Some(std::mem::take(&mut current_comment));
+                    }
+                }
+                _ => current_comment.push(b),
+            }
+            continue;
+        }
+        let in_angle = has_angle && !angle_done;
+        let target = if angle_done {
+            &mut ignored
+        } else if has_angle {
+            &mut angle
+        } else {
+            &mut spec
+        };
+        match b {
+            _ if escaped => {
+                escaped = false;
+                target.push(b);
+            }
+            b'\\' if in_quotes => {
+                escaped = true;
+                target.push(b);
+            }
+            b'"' => {
+                in_quotes = !in_quotes;
+                target.push(b);
+            }
+            b'(' if !in_quotes => depth = 1,
+            b'<' if !in_quotes && !has_angle => {
+                written.pop();
+                phrase = std::mem::take(&mut written);
+                has_angle = true;
+            }
+            b'>' if !in_quotes && in_angle => angle_done = true,
+            b' ' | b'\t' | b'\r' | b'\n' if !in_quotes && in_angle => {}
+            _ => target.push(b),
+        }
+    }
+    match has_angle.then_some(angle) {
+        Some(addr) => {
+            // An obsolete source route (`<@relay:user@x>`) is not the address.
+            let addr = match addr.iter().position(|&b| b == b':') {
+                Some(colon) if addr.first() == Some(&b'@') => addr[colon + 1..].to_vec(),
+                _ => addr,
+            };
+            let phrase = (!phrase.trim_ascii().is_empty()).then_some(phrase);
+            (phrase, String::from_utf8_lossy(&addr).into_owned(), comment)
+        }
+        None => {
+            let spec = remove_blanks_outside_quotes(&spec);
+            (None, String::from_utf8_lossy(&spec).into_owned(), comment)
+        }
+    }
+}
+
+fn remove_blanks_outside_quotes(raw: &[u8]) -> Vec<u8> {
+    let (mut in_quotes, mut escaped) = (false, false);
+    let mut out = Vec::with_capacity(raw.len());
+    for &b in raw {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b' ' | b'\t' | b'\r' | b'\n' if !in_quotes => continue,
+            _ => {}
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// A display phrase: quotes and quoted-pair escapes removed, encoded words
+/// (also inside quotes, as senders write them) and 8-bit text decoded.
+fn display_name(raw: &[u8]) -> String {
+    let mut plain = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'"' => {}
+            b'\\' => plain.extend(bytes.next()),
+            _ => plain.push(b),
+        }
+    }
+    super::mime::header::one_line(&words::decode(plain.trim_ascii()))
 }
 
 #[cfg(test)]
@@ -82,10 +317,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn case_and_surrounding_space_do_not_make_a_different_mailbox() {
+    fn case_quotes_and_surrounding_space_do_not_make_a_different_mailbox() {
         let cases = [
             ("a@example.com", "A@Example.COM", true),
             (" a@example.com", "a@example.com ", true),
+            ("\"john.doe\"@example.com", "john.doe@example.com", true),
+            ("\"a,b\"@example.com", "\"a,b\"@EXAMPLE.com", true),
+            ("\"a\\,b\"@example.com", "\"a,b\"@example.com", true),
+            ("\"john doe\"@example.com", "john.doe@example.com", false),
             ("a@example.com", "b@example.com", false),
             ("a@example.com", "a@example.co", false),
         ];
@@ -96,45 +335,47 @@ mod tests {
     }
 
     #[test]
-    fn bare_names_get_the_local_domain_and_others_pass_through() {
+    fn sent_addresses_are_valid_rfc5322_quoting_only_what_needs_it() {
         let cases = [
-            ("root", "root@host.example"),
-            ("www-data", "www-data@host.example"),
-            ("app@example.com", "app@example.com"),
-            ("", ""),
+            ("a@example.com", "a@example.com"),
+            ("\"a,b\"@example.com", "\"a,b\"@example.com"),
+            ("\"john.doe\"@example.com", "\"john.doe\"@example.com"),
+            ("a,b@example.com", "\"a,b\"@example.com"),
+            ("john doe@example.com", "\"john doe\"@example.com"),
+            ("x\"y@example.com", "\"x\\\"y\"@example.com"),
+            ("\"a\\\"b\"@example.com", "\"a\\\"b\"@example.com"),
+            ("\"a\"b\"@example.com", "\"\\\"a\\\"b\\\"\"@example.com"),
         ];
         for (addr, want) in cases {
-            assert_eq!(qualify(addr, "host.example"), want, "{addr:?}");
+            assert_eq!(rfc5322(addr), want, "{addr}");
         }
     }
 
     #[test]
-    fn local_users_mail_goes_to_the_admin_address_when_set() {
-        let admin = Some("ops@example.com");
-        let cases = [
-            ("root", admin, "ops@example.com"),
-            ("root", None, "root@host.example"),
-            ("user@example.org", admin, "user@example.org"),
-            ("postmaster@host.example", admin, "postmaster@host.example"),
-        ];
-        for (addr, admin, want) in cases {
-            assert_eq!(route_recipient(addr, "host.example", admin), want);
-        }
+    fn address_lists_keep_quoted_local_parts_and_decode_display_names() {
+        let list = parse_list(
+            b"\"a,b\"@example.com, root (Cron Daemon) <r@h.org>, \"Doe, J.\" <\"john doe\"@Example.com>, =?iso-2022-jp?B?GyRCRnxLXDhsGyhC?= <j@x.jp>, team: x@y.org (Ex Why), <@relay:z@y.org>;, root",
+        );
+        let got: Vec<(Option<&str>, &str)> = list
+            .iter()
+            .map(|m| (m.name.as_deref(), m.addr.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, "\"a,b\"@example.com"),
+                (Some("root (Cron Daemon)"), "r@h.org"),
+                (Some("Doe, J."), "\"john doe\"@Example.com"),
+                (Some("日本語"), "j@x.jp"),
+                (Some("Ex Why"), "x@y.org"),
+                (None, "z@y.org"),
+            ]
+        );
     }
 
     #[test]
-    fn fqdn_comes_from_the_host_name_or_etc_hosts() {
-        let hosts = "127.0.0.1 localhost\n127.0.1.1 web1.example.com web1 # debian\n";
-        let cases = [
-            ("web1", hosts, "web1.example.com"),
-            ("web1.corp.example", hosts, "web1.corp.example"),
-            ("db", hosts, "db"),
-            ("web1", "127.0.1.1 web1\n", "web1"),
-            ("web1", "# 127.0.1.1 web1.example.com web1\n", "web1"),
-            ("", hosts, "localhost"),
-        ];
-        for (host, file, want) in cases {
-            assert_eq!(fqdn_from(host, file), want, "{host:?}");
-        }
+    fn empty_groups_and_entries_without_an_address_give_no_mailbox() {
+        assert!(parse_list(b"undisclosed-recipients:;").is_empty());
+        assert!(parse_list(b" , ,<>").is_empty());
     }
 }

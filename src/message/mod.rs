@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod crlf;
+pub mod local;
 pub mod mime;
 pub mod parse;
 

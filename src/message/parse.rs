@@ -1,27 +1,18 @@
 //! Raw MIME bytes → [`ParsedMessage`]: decoded headers, the text and HTML
 //! bodies a mail reader would show, and every other part as an attachment.
 //!
-//! This is the only module that touches `mail-parser` (0.11.x); everything
-//! downstream sees plain owned Rust types, so a parser upgrade stays local.
-//! It is pure and total: any byte string, including empty, truncated, non-UTF-8
-//! or bare-LF input, yields a (possibly empty) `ParsedMessage`. Header values
-//! are decoded from the raw bytes (mail-parser leaves unknown headers raw).
-//!
-//! Body choice: the first `text/plain` leaf is the text body, the first
-//! `text/html` leaf the HTML body, unless it has `Content-Disposition:
-//! attachment`. mail-parser's own body lists are not used, because they
-//! synthesise text from HTML (and back) and classify by RFC 8621 rules.
+//! `parse` is [`mime::walk`] plus [`mime::choose`]: the structure walk owns
+//! boundaries, part headers, RFC 2231/2047 parameters, transfer and charset
+//! decoding (every `encoding_rs` charset); [`address::parse_list`] reads the
+//! address headers. Everything downstream sees plain owned Rust types. It is
+//! pure and total: any byte string, including empty, truncated, non-UTF-8
+//! or bare-LF input, yields a (possibly empty) `ParsedMessage`, and every
+//! leaf the walk finds ends as a body or an attachment.
 
-use base64::Engine as _;
-use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::parsers::MessageStream;
-use mail_parser::{
-    Address, Encoding, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
-};
+use super::address;
+use super::mime::{self, Disposition};
 
-/// Multipart nesting deeper than this is not walked (mail-parser itself caps
-/// nesting far below this; the guard keeps our recursion bounded regardless).
-const MAX_DEPTH: usize = 64;
+pub use super::address::Mailbox;
 
 /// A message reduced to what the API mappers need. Strings are UTF-8 with
 /// RFC 2047 words decoded and header folding removed.
@@ -43,6 +34,12 @@ pub struct ParsedMessage {
     pub text_body: Option<String>,
     pub html_body: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// True when the walk stopped at a nesting or part-count limit: a
+    /// subtree past the depth limit is kept whole as `message/rfc822`.
+    pub truncated: bool,
+    /// True when the part-count limit stopped the walk: the parts after it
+    /// are in no body and no attachment.
+    pub parts_over_limit: bool,
 }
 
 /// One header field: the name as spelled in the message, the value unfolded
@@ -53,18 +50,14 @@ pub struct HeaderField {
     pub value: String,
 }
 
-/// An address with its decoded display name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
-    pub name: Option<String>,
-    pub addr: String,
-}
-
 /// A non-body part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     /// RFC 2231 / RFC 2047 decoded `filename` or `name` parameter.
     pub name: Option<String>,
+    /// Every distinct name the part declares (filename, name, x-uuencode
+    /// `begin` name), decoded: what a file-type check must look at.
+    pub names: Vec<String>,
     /// `type/subtype` in lower case, plus the declared `charset` and (for
     /// calendars) `method` parameters, which the bytes still depend on.
     pub content_type: String,
@@ -110,69 +103,63 @@ pub fn is_structural(name: &str) -> bool {
 }
 
 /// Parses raw message bytes. Never fails: text without any header section
-/// becomes the text body; empty input (or a parser panic) gives an empty
-/// message.
+/// becomes the text body; empty input gives an empty message.
 pub fn parse(raw: &[u8]) -> ParsedMessage {
-    let parser = MessageParser::new()
-        .with_mime_headers()
-        .with_address_headers();
-    // mail-parser has debug assertions on "impossible" states; a panic inside
-    // it must not take the daemon down, so treat it like unparseable input.
-    let parsed = std::panic::catch_unwind(|| parser.parse(raw));
-    match parsed {
-        Ok(Some(message)) => convert(&message, raw),
-        // No header section at all: like an MTA, treat the text as the body.
-        Ok(None) if !raw.is_empty() => ParsedMessage {
-            text_body: Some(String::from_utf8_lossy(raw).into_owned()),
-            ..ParsedMessage::default()
-        },
-        _ => ParsedMessage::default(),
+    if raw.is_empty() {
+        return ParsedMessage::default();
     }
-}
-
-fn convert(msg: &Message<'_>, raw: &[u8]) -> ParsedMessage {
-    let mut out = ParsedMessage::default();
+    let walked = mime::walk(raw);
+    let mut out = ParsedMessage {
+        truncated: walked.truncated,
+        parts_over_limit: walked.parts_over_limit(mime::Limits::default()),
+        ..ParsedMessage::default()
+    };
     let mut seen = std::collections::HashSet::new();
-    for h in msg.headers() {
-        let name = slice(raw, h.offset_field, h.offset_start);
-        let name = String::from_utf8_lossy(name)
-            .trim_end_matches([':', ' ', '\t'])
-            .trim()
-            .to_string();
-        let value = decode_value(slice(raw, h.offset_start, h.offset_end));
-        let first = seen.insert(name.to_ascii_lowercase());
-        match name.to_ascii_lowercase().as_str() {
-            "from" if first => out.from = mailboxes(h.value()),
-            "reply-to" if first => out.reply_to = mailboxes(h.value()),
-            "to" => out.to.extend(mailboxes(h.value())),
-            "cc" => out.cc.extend(mailboxes(h.value())),
+    for field in &walked.headers {
+        let lower = field.name.to_ascii_lowercase();
+        let first = seen.insert(lower.clone());
+        let value = field.text();
+        match lower.as_str() {
+            "from" if first => out.from = address::parse_list(&field.value),
+            "reply-to" if first => out.reply_to = address::parse_list(&field.value),
+            "to" => out.to.extend(address::parse_list(&field.value)),
+            "cc" => out.cc.extend(address::parse_list(&field.value)),
             "subject" if first => out.subject = Some(value.clone()),
-            "message-id" if first && !value.is_empty() => out.message_id = Some(value.clone()),
+            "message-id" if first => {
+                out.message_id = Some(field.raw_text()).filter(|id| !id.is_empty())
+            }
             _ => {}
         }
-        out.headers.push(HeaderField { name, value });
+        out.headers.push(HeaderField {
+            name: field.name.clone(),
+            value,
+        });
     }
-    let mut walker = Walker { raw, out: &mut out };
-    walker.walk(msg, 0, 0);
-    recover_unseparated_body(msg, raw, &mut out);
+    let chosen = mime::choose(&walked);
+    let mut leaves: Vec<Option<mime::Leaf>> = walked.leaves.into_iter().map(Some).collect();
+    let mut body = |i: Option<usize>| {
+        i.and_then(|i| leaves[i].take())
+            .map(|leaf| leaf.text.unwrap_or_default())
+    };
+    out.text_body = body(chosen.text);
+    out.html_body = body(chosen.html);
+    out.attachments = chosen
+        .attachments
+        .iter()
+        .filter_map(|&i| leaves[i].take())
+        .map(attachment)
+        .collect();
     out
 }
 
-/// mail-parser drops everything after the headers when the blank line that
-/// should separate them from the body is missing (`Subject: x\nhello\n`).
-/// MTAs start the body at the first line that is not a header; so do we.
-fn recover_unseparated_body(msg: &Message<'_>, raw: &[u8], out: &mut ParsedMessage) {
-    let [root] = msg.parts.as_slice() else { return };
-    let headers_end = root
-        .headers
-        .iter()
-        .map(|h| h.offset_end as usize)
-        .max()
-        .unwrap_or(0);
-    let rest = raw.get(headers_end..).unwrap_or_default();
-    let empty_body = matches!(&root.body, PartType::Text(t) if t.is_empty());
-    if root.is_encoding_problem && empty_body && rest.iter().any(|b| !b.is_ascii_whitespace()) {
-        out.text_body = Some(String::from_utf8_lossy(rest).into_owned());
+fn attachment(leaf: mime::Leaf) -> Attachment {
+    Attachment {
+        content_type: leaf.content_type_with(&["charset", "method"]),
+        inline: leaf.disposition != Disposition::Attachment,
+        name: leaf.filename,
+        names: leaf.names,
+        content_id: leaf.content_id,
+        data: leaf.data,
     }
 }
 
@@ -202,167 +189,3 @@ pub fn header_fields(msg: &[u8]) -> Vec<std::ops::Range<usize>> {
     }
     fields
 }
-
-fn slice(raw: &[u8], start: u32, end: u32) -> &[u8] {
-    raw.get(start as usize..end as usize).unwrap_or_default()
-}
-
-/// Unfolds and RFC 2047-decodes a raw header value; CR/LF never survive.
-fn decode_value(raw_value: &[u8]) -> String {
-    let text = match MessageStream::new(raw_value).parse_unstructured() {
-        HeaderValue::Text(t) => t.into_owned(),
-        HeaderValue::TextList(list) => list.join(" "),
-        _ => String::new(),
-    };
-    one_line(&text)
-}
-
-fn one_line(s: &str) -> String {
-    s.replace(['\r', '\n'], " ").trim().to_string()
-}
-
-fn mailboxes(value: &HeaderValue<'_>) -> Vec<Mailbox> {
-    let Some(addresses) = value.as_address() else {
-        return Vec::new();
-    };
-    let list: Box<dyn Iterator<Item = _>> = match addresses {
-        Address::List(list) => Box::new(list.iter()),
-        Address::Group(groups) => Box::new(groups.iter().flat_map(|g| g.addresses.iter())),
-    };
-    list.filter_map(|a| {
-        let addr = one_line(a.address.as_deref()?);
-        let name = a.name.as_deref().map(one_line).filter(|n| !n.is_empty());
-        (!addr.is_empty()).then_some(Mailbox { name, addr })
-    })
-    .collect()
-}
-
-struct Walker<'a> {
-    raw: &'a [u8],
-    out: &'a mut ParsedMessage,
-}
-
-impl Walker<'_> {
-    fn walk(&mut self, msg: &Message<'_>, id: usize, depth: usize) {
-        let Some(part) = msg.parts.get(id) else {
-            return;
-        };
-        if let PartType::Multipart(children) = &part.body {
-            for &child in children {
-                // Children always come after their parent; anything else is a
-                // corrupt tree and is skipped rather than looped over.
-                if (child as usize) > id && depth < MAX_DEPTH {
-                    self.walk(msg, child as usize, depth + 1);
-                }
-            }
-            return;
-        }
-        let essence = essence(part);
-        let is_attachment = part
-            .content_disposition()
-            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"));
-        let slot = match essence.as_str() {
-            "text/plain" if !is_attachment => &mut self.out.text_body,
-            "text/html" if !is_attachment => &mut self.out.html_body,
-            _ => return self.attach(part, essence, is_attachment),
-        };
-        if slot.is_none() {
-            *slot = Some(body_text(part));
-        } else {
-            self.attach(part, essence, is_attachment);
-        }
-    }
-
-    fn attach(&mut self, part: &MessagePart<'_>, essence: String, is_attachment: bool) {
-        let mut content_type = essence;
-        if let Some(ct) = part.content_type() {
-            for param in ["charset", "method"] {
-                if let Some(v) = ct.attribute(param) {
-                    content_type.push_str(&format!("; {param}={v}"));
-                }
-            }
-        }
-        let data = match &part.body {
-            PartType::Binary(_) | PartType::InlineBinary(_) | PartType::Message(_)
-                if !part.is_encoding_problem =>
-            {
-                part.contents().to_vec()
-            }
-            _ => transfer_decode(part, self.raw),
-        };
-        self.out.attachments.push(Attachment {
-            name: part
-                .attachment_name()
-                .map(one_line)
-                .filter(|n| !n.is_empty()),
-            content_type,
-            content_id: part
-                .content_id()
-                .map(|id| one_line(id.trim_matches(['<', '>']))),
-            inline: !is_attachment,
-            data,
-        });
-    }
-}
-
-/// `type/subtype` in lower case. No Content-Type means text/plain; a leaf
-/// that claims to be multipart lost its boundary and is kept as text.
-fn essence(part: &MessagePart<'_>) -> String {
-    let Some(ct) = part.content_type() else {
-        return "text/plain".into();
-    };
-    let ctype = ct.ctype().to_ascii_lowercase();
-    match (ctype.as_str(), ct.subtype()) {
-        ("multipart", _) | ("text", None) => "text/plain".into(),
-        (_, None) => "application/octet-stream".into(),
-        (_, Some(sub)) => format!("{ctype}/{}", sub.to_ascii_lowercase()),
-    }
-}
-
-fn body_text(part: &MessagePart<'_>) -> String {
-    match &part.body {
-        PartType::Text(t) | PartType::Html(t) => t.to_string(),
-        _ => String::from_utf8_lossy(part.contents()).into_owned(),
-    }
-}
-
-/// The part's own bytes with only the transfer encoding undone. Used for text
-/// parts (mail-parser hands those out charset-converted) and for parts it
-/// could not decode, e.g. base64 cut short by a missing closing boundary.
-fn transfer_decode(part: &MessagePart<'_>, raw: &[u8]) -> Vec<u8> {
-    let body = slice(raw, part.offset_body, part.offset_end);
-    let decoded = match part.encoding {
-        Encoding::Base64 => lenient_base64(body),
-        Encoding::QuotedPrintable => quoted_printable_decode(body),
-        Encoding::None if !part.is_encoding_problem => Some(body.to_vec()),
-        Encoding::None => match part.content_transfer_encoding() {
-            Some(cte) if cte.eq_ignore_ascii_case("base64") => lenient_base64(body),
-            Some(cte) if cte.eq_ignore_ascii_case("quoted-printable") => {
-                quoted_printable_decode(body)
-            }
-            _ => Some(body.to_vec()),
-        },
-    };
-    decoded.unwrap_or_else(|| part.contents().to_vec())
-}
-
-/// Decodes base64 ignoring line breaks and junk, stopping at padding.
-fn lenient_base64(body: &[u8]) -> Option<Vec<u8>> {
-    let mut clean: Vec<u8> = body
-        .iter()
-        .copied()
-        .take_while(|&b| b != b'=')
-        .filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
-        .collect();
-    if clean.len() % 4 == 1 {
-        clean.pop();
-    }
-    LENIENT.decode(&clean).ok()
-}
-
-const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
-        .with_decode_allow_trailing_bits(true),
-);

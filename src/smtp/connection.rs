@@ -231,7 +231,7 @@ where
         match checked {
             Ok(Ok(warnings)) => {
                 for w in &warnings {
-                    tracing::warn!(id = incoming.id(), warning = %w, "feature ignored (ignore_unsupported_features = true)");
+                    tracing::warn!(id = incoming.id(), warning = %w, "mapping note");
                 }
             }
             Ok(Err(e)) => {

@@ -120,11 +120,14 @@ impl Session {
                 if from.size > self.limits.max_message_size {
                     return self.error(reply::too_large(self.limits.max_message_size));
                 }
-                let addr = from.address.trim();
-                if !addr.is_empty() && !valid_mailbox(addr) {
-                    return self.error(reply::bad_sender());
-                }
-                self.mail_from = Some(addr.to_string());
+                let addr = match from.address.trim() {
+                    "" => String::new(),
+                    given => match valid_mailbox(given) {
+                        Some(addr) => addr,
+                        None => return self.error(reply::bad_sender()),
+                    },
+                };
+                self.mail_from = Some(addr);
                 self.junk = 0;
                 Action::Reply(reply::sender_ok())
             }
@@ -132,10 +135,10 @@ impl Session {
                 if self.mail_from.is_none() {
                     return self.error(reply::bad_sequence("need MAIL before RCPT"));
                 }
-                let addr = to.address.trim();
-                if !valid_mailbox(addr) {
+                let Some(addr) = valid_mailbox(to.address.trim()) else {
                     return self.error(reply::bad_recipient());
-                }
+                };
+                let addr = addr.as_str();
                 if self.rcpts.len() >= self.limits.max_recipients {
                     // Not counted as an error: the client sends the rest in the next transaction.
                     return Action::Reply(reply::too_many_recipients(self.limits.max_recipients));
@@ -219,18 +222,21 @@ impl Session {
     }
 }
 
-/// `local@domain`, no spaces or control characters. SMTPUTF8 addresses are allowed.
-fn valid_mailbox(addr: &str) -> bool {
-    match addr.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !addr
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-        }
-        None => false,
-    }
+/// The RFC 5321 form of a `MAIL`/`RCPT` address, or `None` when it is not
+/// a mailbox. smtp-proto hands over a quoted local part without its quotes
+/// (`"john doe"@x` arrives as `john doe@x`); the local part is quoted again
+/// when it needs quotes, so the envelope keeps a valid, equivalent address.
+/// No control characters anywhere, no blanks or angle brackets in the
+/// domain. SMTPUTF8 addresses are allowed.
+fn valid_mailbox(addr: &str) -> Option<String> {
+    let (local, domain) = addr.rsplit_once('@')?;
+    let valid = !local.is_empty()
+        && !domain.is_empty()
+        && !addr.chars().any(char::is_control)
+        && !domain
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>');
+    valid.then(|| crate::message::address::rfc5322(addr))
 }
 
 #[cfg(test)]
@@ -276,6 +282,29 @@ mod tests {
             Envelope {
                 mail_from: String::new(),
                 rcpt_to: vec!["a@b.example".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn quoted_local_parts_are_accepted_and_kept_in_rfc5321_form() {
+        let mut s = session();
+        run(&mut s, "EHLO client");
+        assert_eq!(code(&run(&mut s, "MAIL FROM:<\"s x\"@a.example>")), 250);
+        assert_eq!(
+            code(&run(&mut s, "RCPT TO:<\"john doe\"@example.com>")),
+            250
+        );
+        assert_eq!(code(&run(&mut s, "RCPT TO:<\"a,b\"@example.com>")), 250);
+        assert_eq!(code(&run(&mut s, "RCPT TO:<john doe@example.com>")), 553);
+        assert_eq!(
+            s.envelope(),
+            Envelope {
+                mail_from: "\"s x\"@a.example".into(),
+                rcpt_to: vec![
+                    "\"john doe\"@example.com".into(),
+                    "\"a,b\"@example.com".into()
+                ]
             }
         );
     }

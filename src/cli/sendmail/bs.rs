@@ -13,7 +13,7 @@ use super::args::Options;
 use super::{Context, Handed, dsn, hand_on, start};
 use crate::maildrop::format::valid_address;
 use crate::message::Envelope;
-use crate::message::address::{qualify, route_recipient};
+use crate::message::local::{qualify, route_recipient};
 
 /// Longest command line read (RFC 5321 allows 512 octets; extensions more).
 const LINE: u64 = 4096;

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use super::args::Options;
 use super::input::{Field, Head};
 use crate::message::Envelope;
-use crate::message::address::{is_local, qualify, route_recipient};
+use crate::message::local::{is_local, qualify, route_recipient};
 
 /// Who is sending, and the local naming rules.
 #[derive(Debug, Clone)]

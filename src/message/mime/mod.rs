@@ -63,16 +63,24 @@ pub struct Mime {
 }
 
 impl Mime {
+    /// True when the part-count limit (not only the depth limit) stopped the
+    /// walk: parts after that point were not walked at all.
+    pub fn parts_over_limit(&self, limits: Limits) -> bool {
+        self.truncated && self.leaves.len() + self.multiparts.len() >= limits.max_parts
+    }
+
     /// The first top-level field named `name`, decoded to one line of text.
     pub fn header_text(&self, name: &str) -> Option<String> {
         header::find(&self.headers, name).map(Field::text)
     }
 }
 
-/// A multipart node: its subtype (`mixed`, `alternative`, `related`, ...).
+/// A multipart node: its subtype (`mixed`, `alternative`, `related`, ...)
+/// and the boundary its delimiter lines use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Multipart {
     pub subtype: String,
+    pub boundary: String,
     pub parent: Option<usize>,
 }
 

@@ -71,6 +71,7 @@ impl Walker {
                     let id = self.mime.multiparts.len();
                     self.mime.multiparts.push(Multipart {
                         subtype: subtype.to_string(),
+                        boundary: boundary.clone(),
                         parent: parents.last().copied(),
                     });
                     let mut inner = parents.to_vec();
