@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::{BIN, Relay, Setup, read_json, tempdir};
+use support::{BIN, Relay, Setup, read_json, run_with_input, tempdir};
 
 /// A port nothing listens on: the daemon is "down".
 const DOWN: &str = "127.0.0.1:9";
@@ -198,27 +198,19 @@ fn a_corrupt_drop_file_is_moved_aside_and_logged_and_the_others_delivered() {
 fn while_the_daemon_runs_sendmail_hands_mail_straight_to_it() {
     let dir = shared_dir();
     let relay = Relay::start(dir.path(), &Setup::toml(""));
-    let out = Command::new(BIN)
-        .args([
-            "sendmail",
-            "-v",
-            "--server",
-            &relay.smtp.to_string(),
-            "r@example.org",
-        ])
-        .env_clear()
-        .env("POSTRELAY_SENDMAIL__MAILDROP", dir.path().join("maildrop"))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"Subject: direct\n\nb\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_input(
+        Command::new(BIN)
+            .args([
+                "sendmail",
+                "-v",
+                "--server",
+                &relay.smtp.to_string(),
+                "r@example.org",
+            ])
+            .env_clear()
+            .env("POSTRELAY_SENDMAIL__MAILDROP", dir.path().join("maildrop")),
+        b"Subject: direct\n\nb\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("queued as"), "{err}");
     assert!(drop_files(&dir.path().join("maildrop")).is_empty());
@@ -231,26 +223,18 @@ fn a_temporary_refusal_keeps_the_message_in_the_maildrop_until_the_spool_can_tak
     let full = Setup::toml("").env("POSTRELAY_SPOOL__MIN_FREE_SPACE", "18446744073709551615");
     let relay = Relay::start(dir.path(), &full);
     relay.wait_for("the maildrop", 10, || maildrop.exists());
-    let out = Command::new(BIN)
-        .args([
-            "sendmail",
-            "--server",
-            &relay.smtp.to_string(),
-            "r@example.org",
-        ])
-        .env_clear()
-        .env("POSTRELAY_SENDMAIL__MAILDROP", &maildrop)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"Subject: later\n\nb\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_input(
+        Command::new(BIN)
+            .args([
+                "sendmail",
+                "--server",
+                &relay.smtp.to_string(),
+                "r@example.org",
+            ])
+            .env_clear()
+            .env("POSTRELAY_SENDMAIL__MAILDROP", &maildrop),
+        b"Subject: later\n\nb\n",
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(drop_files(&maildrop).len(), 1);
     // The daemon cannot import it either while its spool is full: it stays.

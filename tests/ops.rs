@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::api_mock::{ApiMock, postmark_error, postmark_ok};
-use support::{BIN, Relay, Setup, queued_id, tempdir, unreachable_postmark};
+use support::{BIN, Relay, Setup, queued_id, run_with_input, tempdir, unreachable_postmark};
 
 /// GET over a plain socket: (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -302,19 +302,14 @@ fn sendmail_t_submits_a_message_that_reaches_the_api() {
 
 #[test]
 fn sendmail_exits_69_with_a_clear_message_when_the_daemon_is_unreachable() {
-    let out = Command::new(BIN)
-        .args(["sendmail", "--server", "127.0.0.1:9", "someone@example.org"])
-        .env_clear()
-        // No maildrop to fall back on: the caller must hear it.
-        .env("POSTRELAY_SENDMAIL__MAILDROP", "/nonexistent/maildrop")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"Subject: x\n\nbody\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_input(
+        Command::new(BIN)
+            .args(["sendmail", "--server", "127.0.0.1:9", "someone@example.org"])
+            .env_clear()
+            // No maildrop to fall back on: the caller must hear it.
+            .env("POSTRELAY_SENDMAIL__MAILDROP", "/nonexistent/maildrop"),
+        b"Subject: x\n\nbody\n",
+    );
     assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -404,20 +399,15 @@ fn sendmail_gets_past_config_loading_without_reading_the_token() {
         "backend = \"postmark\"\n[postmark]\nserver_token_file = \"/nonexistent/postmark-token\"\n[smtp]\nlisten = \"127.0.0.1:9\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["sendmail", "someone@example.org"])
-        .env_clear()
-        .env("POSTRELAY_SENDMAIL__MAILDROP", "/nonexistent/maildrop")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"Subject: x\n\nbody\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_input(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["sendmail", "someone@example.org"])
+            .env_clear()
+            .env("POSTRELAY_SENDMAIL__MAILDROP", "/nonexistent/maildrop"),
+        b"Subject: x\n\nbody\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(

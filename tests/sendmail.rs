@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{BIN, Relay, Setup, read_json, tempdir};
+use support::{BIN, Relay, Setup, read_json, run_with_input, tempdir};
 
 fn dry_run(relay: &Relay) -> Vec<serde_json::Value> {
     relay
@@ -363,26 +363,18 @@ fn a_permanent_refusal_exits_with_sysexits_and_the_daemons_text() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml(""));
     let maildrop = dir.path().join("maildrop");
-    let out = Command::new(BIN)
-        .args([
-            "sendmail",
-            "--server",
-            &relay.smtp.to_string(),
-            "r@example.org",
-        ])
-        .env_clear()
-        .env("POSTRELAY_SENDMAIL__MAILDROP", &maildrop)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"X-PM-Tag: a\nX-PM-Tag: b\nSubject: s\n\nb\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = run_with_input(
+        Command::new(BIN)
+            .args([
+                "sendmail",
+                "--server",
+                &relay.smtp.to_string(),
+                "r@example.org",
+            ])
+            .env_clear()
+            .env("POSTRELAY_SENDMAIL__MAILDROP", &maildrop),
+        b"X-PM-Tag: a\nX-PM-Tag: b\nSubject: s\n\nb\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{err}");
     assert!(

@@ -381,3 +381,21 @@ pub fn simple_message(subject: &str) -> String {
 pub fn unreachable_postmark() -> String {
     "backend = \"postmark\"\n[postmark]\nserver_token = \"test-token\"\napi_url = \"http://127.0.0.1:9\"\n[delivery]\nretry_initial = \"1h\"\nretry_max = \"2h\"\n".to_string()
 }
+
+/// Runs `cmd` with `input` on its stdin, capturing stdout and stderr. The
+/// input is written whole before the output is read: keep it small.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
