@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +19,8 @@ use crate::delivery::{Engine, Settings, backoff::Backoff};
 use crate::mapping::Mapper;
 use crate::observability::health::Health;
 use crate::observability::{http as admin_http, metrics as prom, notify};
+use crate::smtp::access::{PerAddress, Policy};
+use crate::smtp::tls::Tls;
 use crate::smtp::{self, session::Limits};
 use crate::spool::Spool;
 
@@ -64,6 +67,21 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on smtp.listen {}", cfg.smtp.listen))?;
     let smtp_addr = smtp_listener.local_addr()?;
+    let tls = match &cfg.smtp.tls {
+        Some(t) => Some(Arc::new(
+            Tls::new(&t.cert_file, &t.key_file, t.handshake_timeout.0)
+                .context("smtp.tls: cannot load the certificate")?,
+        )),
+        None => None,
+    };
+    let tls_listener = match cfg.smtp.tls.as_ref().and_then(|t| t.listen) {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on smtp.tls.listen {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = match &cfg.http {
         Some(http) => Some(
             TcpListener::bind(http.listen)
@@ -96,7 +114,15 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             max_errors: cfg.smtp.max_errors,
             max_header_size: cfg.smtp.max_header_size,
         },
-        max_connections: cfg.smtp.max_connections,
+        slots: Arc::new(Semaphore::new(cfg.smtp.max_connections)),
+        per_address: PerAddress::new(cfg.smtp.max_connections_per_ip),
+        access: Policy {
+            allowed_networks: cfg.smtp.allowed_networks.clone(),
+            require_auth: cfg.smtp.require_auth,
+            auth_available: cfg.auth_available(),
+            tls_required: cfg.smtp.tls.as_ref().is_some_and(|t| t.required),
+        },
+        tls: tls.clone(),
         command_timeout: cfg.smtp.command_timeout.0,
         data_timeout: cfg.smtp.data_timeout.0,
         check_budget: smtp::budget::CheckBudget::new(cfg.smtp.check_memory),
@@ -131,8 +157,24 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         "effective configuration (postrelay check-config prints all of it)"
     );
     tracing::info!(addr = %smtp_addr, backend = sender.name(), "smtp listening on {smtp_addr}");
+    let tls_task = tls_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, "smtp implicit TLS listening on {addr}");
+        }
+        tokio::spawn(smtp::serve(
+            listener,
+            smtp::Mode::ImplicitTls,
+            shared.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ))
+    });
+    if let Some(tls) = tls {
+        reload_on_sighup(tls, shutdown.clone())?;
+    }
     let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
+        smtp::Mode::Plain,
         shared,
         shutdown.clone(),
         tracker.clone(),
@@ -146,6 +188,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         ("the control socket", control_task),
     ];
     core.extend(admin_task.map(|t| ("the admin HTTP listener", t)));
+    core.extend(tls_task.map(|t| ("the implicit-TLS SMTP listener", t)));
     let died = supervise(core, &shutdown, &health).await;
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
@@ -162,6 +205,27 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         )),
         None => Ok(()),
     }
+}
+
+/// Reads the certificate and key again on each SIGHUP; the listeners stay
+/// up and a bad pair leaves the current one in use.
+fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                got = hup.recv() => if got.is_none() { break },
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Waits for `shutdown` while the core tasks (the listeners, the delivery

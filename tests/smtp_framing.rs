@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use postrelay::smtp::capabilities::Capabilities;
 use postrelay::smtp::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
-use postrelay::smtp::session::{Action, Limits, Session};
+use postrelay::smtp::session::{Action, Client, Limits, Session};
 use smtp_proto::Error as ProtoError;
 use support::{Relay, Setup, queued_id, tempdir, unreachable_postmark};
 
@@ -67,6 +67,7 @@ impl Driver {
                 "relay.test".into(),
                 limits,
                 Capabilities::standard(MAX_SIZE),
+                Client::trusted(),
             ),
             data: None,
             message: Vec::new(),
@@ -102,6 +103,8 @@ impl Driver {
                     self.replies.push(reply.code.to_string());
                     self.framer.discard(bytes);
                 }
+                // STARTTLS is not advertised here, so never started.
+                Action::StartTls => self.replies.push("220".into()),
                 Action::StartData => {
                     self.replies.push("354".into());
                     self.data = Some(DataFramer::new(MAX_SIZE, MAX_HEADER));

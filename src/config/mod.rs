@@ -13,6 +13,8 @@
 //! credentials (`queue`, `sendmail`) load with [`Mode::Tools`], which leaves
 //! secrets unresolved.
 
+mod access;
+mod cidr;
 mod load;
 mod redact;
 mod secrets;
@@ -28,6 +30,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use access::TlsConfig;
+pub use cidr::Cidr;
 pub use redact::without_userinfo;
 pub use secrets::Secrets;
 
@@ -125,6 +129,15 @@ pub struct SmtpConfig {
     pub max_header_size: usize,
     /// Bytes all DATA-time checks together may use; other checks wait.
     pub check_memory: usize,
+    /// Clients that may send without AUTH (a list, or one comma-separated string).
+    #[serde(deserialize_with = "load::cidr_list")]
+    pub allowed_networks: Vec<Cidr>,
+    /// Every client authenticates, loopback and `allowed_networks` too.
+    pub require_auth: bool,
+    /// Concurrent sessions from one client address; more get `421 4.7.0`.
+    pub max_connections_per_ip: usize,
+    /// STARTTLS and the implicit-TLS listener; absent = no TLS.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for SmtpConfig {
@@ -140,6 +153,10 @@ impl Default for SmtpConfig {
             data_timeout: Dur::secs(600),
             max_header_size: 1024 * 1024,
             check_memory: 256 * 1024 * 1024,
+            allowed_networks: access::loopback_networks(),
+            require_auth: false,
+            max_connections_per_ip: 20,
+            tls: None,
         }
     }
 }

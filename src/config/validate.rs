@@ -22,9 +22,11 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// which skips the "backend needs a credential" checks. Returns the warnings.
 pub(super) fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, ConfigError> {
     smtp(c)?;
+    let mut warnings = super::access::validate(c)?;
     delivery(c)?;
     log_level(&c.log.level)?;
-    backend(c, secrets)
+    warnings.extend(backend(c, secrets)?);
+    Ok(warnings)
 }
 
 fn smtp(c: &Config) -> Result<(), ConfigError> {

@@ -1,5 +1,5 @@
-//! One SMTP connection over any byte stream (TCP today, TLS after STARTTLS
-//! later): reads bytes, frames them with the [`codec`](super::codec), feeds
+//! One SMTP connection over any byte stream (TCP, or TLS from the first
+//! byte or after STARTTLS): reads bytes, frames them with the [`codec`](super::codec), feeds
 //! commands to the [`Session`], answers pipelined commands in order
 //! (flushing when the input runs dry), and streams DATA into the spool's
 //! temp file so memory stays flat whatever the message size. The `250`
@@ -12,13 +12,14 @@ use std::time::Duration;
 use smtp_proto::Error as ProtoError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::capabilities::Capabilities;
 use super::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
 use super::reply::{self, Reply};
-use super::session::{Action, Session};
+use super::session::{Action, Client, Session};
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
@@ -36,30 +37,55 @@ enum Stop {
     Gone,
     /// Say this, then close.
     Say(Reply),
+    /// `220` was sent for STARTTLS: the handshake comes next.
+    StartTls,
 }
 
-pub async fn run<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
-where
+/// Serves one client, admitted as `client`, over `stream`; upgrades to TLS
+/// when the client asks with STARTTLS.
+pub async fn run<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    client: Client,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let capabilities = Capabilities::standard(shared.limits.max_message_size);
+    let capabilities = capabilities(&shared, client);
     let mut conn = Conn {
         stream,
         peer,
         shared: shared.clone(),
-        session: Session::new(shared.hostname.clone(), shared.limits.clone(), capabilities),
+        session: Session::new(
+            shared.hostname.clone(),
+            shared.limits.clone(),
+            capabilities,
+            client,
+        ),
         framer: LineFramer::new(MAX_LINE),
         out: Vec::with_capacity(1024),
         readbuf: vec![0; READ_BUF],
     };
-    tracing::debug!(peer = %peer, "smtp session opened");
-    let stop = conn.serve(&shutdown).await;
-    if let Stop::Say(r) = stop {
-        r.write_to(&mut conn.out);
+    tracing::debug!(peer = %peer, tls = client.tls, "smtp session opened");
+    reply::greeting(conn.session.hostname()).write_to(&mut conn.out);
+    match conn.serve(&shutdown).await {
+        Stop::StartTls => match conn.upgrade().await {
+            Some(mut tls) => {
+                let stop = tls.serve(&shutdown).await;
+                tls.finish(stop).await;
+            }
+            None => tracing::debug!(peer = %peer, "smtp session closed"),
+        },
+        stop => conn.finish(stop).await,
     }
-    let _ = conn.flush().await;
-    let _ = conn.stream.shutdown().await;
-    tracing::debug!(peer = %peer, "smtp session closed");
+}
+
+/// What EHLO offers this client now.
+fn capabilities(shared: &Shared, client: Client) -> Capabilities {
+    let mut c = Capabilities::standard(shared.limits.max_message_size);
+    c.starttls = shared.tls.is_some() && !client.tls;
+    c
 }
 
 struct Conn<S> {
@@ -76,8 +102,59 @@ impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    /// Says the last word, if any, and closes.
+    async fn finish(mut self, stop: Stop) {
+        if let Stop::Say(r) = stop {
+            r.write_to(&mut self.out);
+        }
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        tracing::debug!(peer = %self.peer, "smtp session closed");
+    }
+
+    /// The TLS handshake after `220` (RFC 3207): whatever the client
+    /// pipelined after STARTTLS is dropped unread, and the session starts
+    /// over. `None` when the handshake fails or times out.
+    async fn upgrade(self) -> Option<Conn<TlsStream<S>>> {
+        let Conn {
+            stream,
+            peer,
+            shared,
+            mut session,
+            mut framer,
+            readbuf,
+            ..
+        } = self;
+        if framer.reset() {
+            metrics::counter!("postrelay_smtp_starttls_injection_total").increment(1);
+            tracing::warn!(peer = %peer, "bytes pipelined after STARTTLS discarded unread");
+        }
+        let tls = shared.tls.clone()?;
+        let stream = match tls.accept(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                metrics::counter!("postrelay_smtp_tls_failures_total").increment(1);
+                tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+        };
+        let client = Client {
+            tls: true,
+            ..session.client()
+        };
+        session.restart_with_tls(capabilities(&shared, client));
+        Some(Conn {
+            stream,
+            peer,
+            shared,
+            session,
+            framer,
+            out: Vec::with_capacity(1024),
+            readbuf,
+        })
+    }
+
     async fn serve(&mut self, shutdown: &CancellationToken) -> Stop {
-        reply::greeting(self.session.hostname()).write_to(&mut self.out);
         // Each command must arrive whole within `command_timeout`: a client
         // trickling one byte at a time cannot hold a slot forever.
         let command_timeout = self.shared.command_timeout;
@@ -98,6 +175,13 @@ where
                     Action::Discard { reply, bytes } => {
                         reply.write_to(&mut self.out);
                         self.framer.discard(bytes);
+                    }
+                    Action::StartTls => {
+                        reply::ready_for_tls().write_to(&mut self.out);
+                        if self.flush().await.is_err() {
+                            return Stop::Gone;
+                        }
+                        return Stop::StartTls;
                     }
                     Action::StartData => {
                         let rest = self.framer.take_rest();

@@ -146,6 +146,31 @@ pub fn too_many_errors() -> Reply {
     Reply::new(421, "4.7.0", "Too many errors, closing connection")
 }
 
+/// At connect: the client is outside `smtp.allowed_networks` and could not authenticate.
+pub fn access_denied(host: &str) -> Reply {
+    Reply::new(
+        554,
+        "5.7.1",
+        format!("{host} does not relay for your address"),
+    )
+}
+pub fn too_many_from_address() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many connections from your address, try again later",
+    )
+}
+pub fn auth_required() -> Reply {
+    Reply::new(530, "5.7.0", "Authentication required")
+}
+pub fn tls_required() -> Reply {
+    Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+}
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, "2.0.0", "Ready to start TLS")
+}
+
 pub fn bad_sequence(what: &str) -> Reply {
     Reply::new(503, "5.5.1", format!("Bad sequence of commands: {what}"))
 }

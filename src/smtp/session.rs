@@ -20,12 +20,35 @@ pub struct Limits {
     pub max_header_size: usize,
 }
 
+/// What the connection knows about the client before its first command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Client {
+    /// May send without AUTH (inside `smtp.allowed_networks`, no `require_auth`).
+    pub trusted: bool,
+    /// `MAIL` needs TLS first (`[smtp.tls] required`, client not on loopback).
+    pub tls_required: bool,
+    /// The stream is TLS already (implicit TLS, or after STARTTLS).
+    pub tls: bool,
+}
+
+impl Client {
+    /// A client that may send as is (loopback, no TLS or AUTH asked).
+    pub fn trusted() -> Client {
+        Client {
+            trusted: true,
+            ..Client::default()
+        }
+    }
+}
+
 /// What the connection does after a command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     Reply(Reply),
     /// Send `354` and read the message.
     StartData,
+    /// Send `220`, discard whatever was pipelined, and start the TLS handshake.
+    StartTls,
     /// Send the reply and close the connection.
     Close(Reply),
     /// Send the reply, then drop the next `bytes` bytes unread (a `BDAT` chunk).
@@ -40,6 +63,7 @@ pub struct Session {
     hostname: String,
     limits: Limits,
     capabilities: Capabilities,
+    client: Client,
     helo: Option<String>,
     mail_from: Option<String>,
     rcpts: Vec<String>,
@@ -53,11 +77,17 @@ pub struct Session {
 pub const JUNK_LIMIT: u32 = 100;
 
 impl Session {
-    pub fn new(hostname: String, limits: Limits, capabilities: Capabilities) -> Session {
+    pub fn new(
+        hostname: String,
+        limits: Limits,
+        capabilities: Capabilities,
+        client: Client,
+    ) -> Session {
         Session {
             hostname,
             limits,
             capabilities,
+            client,
             helo: None,
             mail_from: None,
             rcpts: Vec::new(),
@@ -85,6 +115,20 @@ impl Session {
     /// What EHLO will advertise from now on (STARTTLS and AUTH change it).
     pub fn set_capabilities(&mut self, capabilities: Capabilities) {
         self.capabilities = capabilities;
+    }
+
+    /// The state after a TLS handshake (RFC 3207): everything learnt from
+    /// the client before it is forgotten, EHLO must come again, and EHLO
+    /// now advertises `capabilities`.
+    pub fn restart_with_tls(&mut self, capabilities: Capabilities) {
+        self.reset();
+        self.helo = None;
+        self.client.tls = true;
+        self.capabilities = capabilities;
+    }
+
+    pub fn client(&self) -> Client {
+        self.client
     }
 
     /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO).
@@ -116,6 +160,12 @@ impl Session {
                 }
                 if self.mail_from.is_some() {
                     return self.error(reply::nested_mail());
+                }
+                if self.client.tls_required && !self.client.tls {
+                    return self.error(reply::tls_required());
+                }
+                if !self.client.trusted {
+                    return self.error(reply::auth_required());
                 }
                 if from.size > self.limits.max_message_size {
                     return self.error(reply::too_large(self.limits.max_message_size));
@@ -174,6 +224,15 @@ impl Session {
                 close => close,
             },
             Request::Help { .. } => self.junk(reply::help()),
+            Request::StartTls => {
+                if !self.capabilities.starttls || self.client.tls {
+                    return self.error(reply::not_implemented("STARTTLS"));
+                }
+                if self.mail_from.is_some() {
+                    return self.error(reply::bad_sequence("STARTTLS inside a transaction"));
+                }
+                Action::StartTls
+            }
             other => {
                 let name = other.name();
                 self.error(reply::not_implemented(name))
@@ -247,6 +306,7 @@ mod tests {
                 max_header_size: 1000,
             },
             Capabilities::standard(1000),
+            Client::trusted(),
         )
     }
 
@@ -260,6 +320,7 @@ mod tests {
         match a {
             Action::Reply(r) | Action::Close(r) => r.code,
             Action::StartData => 354,
+            Action::StartTls => 220,
             Action::Discard { reply, .. } => reply.code,
         }
     }
@@ -366,5 +427,90 @@ mod tests {
             panic!("EHLO must be answered")
         };
         assert!(r.lines.contains(&"STARTTLS".to_string()));
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    fn session(client: Client, starttls: bool) -> Session {
+        let limits = Limits {
+            max_message_size: 1000,
+            max_recipients: 2,
+            max_errors: 10,
+            max_header_size: 1000,
+        };
+        let capabilities = Capabilities {
+            starttls,
+            ..Capabilities::standard(1000)
+        };
+        Session::new("relay.test".into(), limits, capabilities, client)
+    }
+
+    fn run(s: &mut Session, line: &str) -> Action {
+        let bytes = format!("{line}\r\n").into_bytes();
+        s.command(Request::parse(&mut bytes.iter()))
+    }
+
+    fn reply(a: Action) -> (u16, &'static str) {
+        match a {
+            Action::Reply(r) | Action::Close(r) => (r.code, r.status),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_untrusted_client_gets_530_at_mail() {
+        let mut s = session(Client::default(), false);
+        run(&mut s, "EHLO c");
+        assert_eq!(
+            reply(run(&mut s, "MAIL FROM:<a@b.example>")),
+            (530, "5.7.0")
+        );
+        assert!(!s.in_transaction());
+    }
+
+    #[test]
+    fn tls_required_refuses_mail_until_the_handshake_and_starttls_resets_the_session() {
+        let client = Client {
+            trusted: true,
+            tls_required: true,
+            tls: false,
+        };
+        let mut s = session(client, true);
+        run(&mut s, "EHLO c");
+        assert_eq!(
+            reply(run(&mut s, "MAIL FROM:<a@b.example>")),
+            (530, "5.7.0")
+        );
+        assert_eq!(run(&mut s, "STARTTLS"), Action::StartTls);
+        s.restart_with_tls(Capabilities::standard(1000));
+        assert_eq!(
+            reply(run(&mut s, "MAIL FROM:<a@b.example>")).0,
+            503,
+            "EHLO again first"
+        );
+        run(&mut s, "EHLO c");
+        assert_eq!(reply(run(&mut s, "MAIL FROM:<a@b.example>")).0, 250);
+        assert!(s.client().tls);
+    }
+
+    #[test]
+    fn starttls_is_refused_when_not_offered_already_done_or_inside_a_transaction() {
+        let mut s = session(Client::trusted(), false);
+        run(&mut s, "EHLO c");
+        assert_eq!(reply(run(&mut s, "STARTTLS")).0, 502);
+        let mut s = session(Client::trusted(), true);
+        run(&mut s, "EHLO c");
+        run(&mut s, "MAIL FROM:<a@b.example>");
+        assert_eq!(reply(run(&mut s, "STARTTLS")).0, 503);
+        let tls = Client {
+            tls: true,
+            ..Client::trusted()
+        };
+        let mut s = session(tls, true);
+        run(&mut s, "EHLO c");
+        assert_eq!(reply(run(&mut s, "STARTTLS")).0, 502);
     }
 }

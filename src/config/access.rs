@@ -1,0 +1,198 @@
+//! Who may send: the client networks, AUTH and TLS keys of `[smtp]`, their
+//! checks and the start-up warnings about them.
+//!
+//! Invariant: a relay is never open by accident. `require_auth` without any
+//! way to authenticate is an error, and a listener outside loopback that no
+//! client outside loopback could use is a warning naming the key to change.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Cidr, Config, ConfigError, Dur, key_error};
+
+/// `[smtp.tls]`: the certificate enables STARTTLS; `listen` adds an
+/// implicit-TLS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Optional second listener speaking TLS from the first byte (port-465 style).
+    #[serde(default, deserialize_with = "super::load::opt_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// `MAIL` before STARTTLS gets `530 5.7.0` (loopback clients exempt).
+    #[serde(default)]
+    pub required: bool,
+    /// Time allowed for the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Dur,
+}
+
+fn default_handshake_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// The default `smtp.allowed_networks`: loopback only.
+pub(super) fn loopback_networks() -> Vec<Cidr> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|s| s.parse().expect("valid literal"))
+        .collect()
+}
+
+/// Checks the access keys; returns the warnings.
+pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
+    let s = &c.smtp;
+    let mut warnings = Vec::new();
+    if s.max_connections_per_ip == 0 {
+        return Err(key_error(
+            "smtp.max_connections_per_ip",
+            "must be at least 1, e.g. 20",
+        ));
+    }
+    if s.require_auth && !auth_configured(c) {
+        return Err(key_error(
+            "smtp.require_auth",
+            "no client could send: add [[users]] accounts, or set require_auth = false",
+        ));
+    }
+    if let Some(tls) = &s.tls {
+        let t = tls.handshake_timeout.0;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(300) {
+            return Err(key_error(
+                "smtp.tls.handshake_timeout",
+                "must be between 100ms and 5m, e.g. \"10s\"",
+            ));
+        }
+    }
+    let listens = std::iter::once(s.listen).chain(s.tls.as_ref().and_then(|t| t.listen));
+    let outside_can_send = auth_configured(c)
+        || s.allowed_networks.iter().any(|n| !n.is_loopback()) && !s.require_auth;
+    for addr in listens {
+        if !addr.ip().is_loopback() && !outside_can_send {
+            warnings.push(format!(
+                "smtp: listening on {addr}, but only loopback clients may send (smtp.allowed_networks is loopback-only and no [[users]] are configured): add the clients' networks to smtp.allowed_networks, e.g. [\"10.0.0.0/8\"], or listen on 127.0.0.1"
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// True when some client can authenticate.
+pub(super) fn auth_configured(_c: &Config) -> bool {
+    false
+}
+
+impl Config {
+    /// True when some client can authenticate (SMTP AUTH is offered).
+    pub fn auth_available(&self) -> bool {
+        auth_configured(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Mode;
+    use super::super::testing::load_toml;
+
+    #[test]
+    fn networks_come_from_a_list_or_a_comma_separated_variable() {
+        let l = load_toml(
+            "[smtp]\nallowed_networks = [\"10.0.0.0/8\", \"::1\"]\n",
+            &[],
+            Mode::Tools,
+        )
+        .unwrap();
+        let shown: Vec<String> = l
+            .config
+            .smtp
+            .allowed_networks
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128"]);
+        let l = load_toml(
+            "",
+            &[(
+                "POSTRELAY_SMTP__ALLOWED_NETWORKS",
+                "172.16.0.0/12, 127.0.0.1",
+            )],
+            Mode::Tools,
+        )
+        .unwrap();
+        let shown: Vec<String> = l
+            .config
+            .smtp
+            .allowed_networks
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(shown, ["172.16.0.0/12", "127.0.0.1/32"]);
+        let e = load_toml(
+            "[smtp]\nallowed_networks = [\"10.0.0.0/40\"]\n",
+            &[],
+            Mode::Tools,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("smtp.allowed_networks"), "{e}");
+    }
+
+    #[test]
+    fn default_networks_are_loopback_only() {
+        let l = load_toml("", &[], Mode::Tools).unwrap();
+        assert!(
+            l.config
+                .smtp
+                .allowed_networks
+                .iter()
+                .all(|n| n.is_loopback())
+        );
+        assert!(!l.config.smtp.allowed_networks.is_empty());
+    }
+
+    #[test]
+    fn a_public_listen_nobody_outside_could_use_is_a_warning() {
+        let env = [("POSTRELAY_SMTP__LISTEN", "0.0.0.0:2525")];
+        let l = load_toml("", &env, Mode::Tools).unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains("only loopback clients may send")),
+            "{:?}",
+            l.warnings
+        );
+        let l = load_toml(
+            "[smtp]\nallowed_networks = [\"10.0.0.0/8\"]\n",
+            &env,
+            Mode::Tools,
+        )
+        .unwrap();
+        assert!(
+            !l.warnings.iter().any(|w| w.contains("only loopback")),
+            "{:?}",
+            l.warnings
+        );
+        let l = load_toml("", &[], Mode::Tools).unwrap();
+        assert!(!l.warnings.iter().any(|w| w.contains("only loopback")));
+    }
+
+    #[test]
+    fn require_auth_without_accounts_is_an_error() {
+        let e = load_toml("[smtp]\nrequire_auth = true\n", &[], Mode::Tools).unwrap_err();
+        assert!(
+            e.starts_with("smtp.require_auth: no client could send"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn connection_cap_per_address_must_be_positive() {
+        let e = load_toml("[smtp]\nmax_connections_per_ip = 0\n", &[], Mode::Tools).unwrap_err();
+        assert!(e.starts_with("smtp.max_connections_per_ip"), "{e}");
+    }
+}
