@@ -20,6 +20,7 @@ use crate::mapping::Mapper;
 use crate::observability::health::Health;
 use crate::observability::{http as admin_http, metrics as prom, notify};
 use crate::smtp::access::{PerAddress, Policy};
+use crate::smtp::auth::{Accounts, Throttle};
 use crate::smtp::tls::Tls;
 use crate::smtp::{self, session::Limits};
 use crate::spool::Spool;
@@ -121,8 +122,14 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             require_auth: cfg.smtp.require_auth,
             auth_available: cfg.auth_available(),
             tls_required: cfg.smtp.tls.as_ref().is_some_and(|t| t.required),
+            allow_plaintext_auth: cfg.smtp.allow_plaintext_auth,
         },
         tls: tls.clone(),
+        auth: smtp::AuthSetup {
+            accounts: Arc::new(Accounts::from_config(cfg, &loaded.secrets)),
+            throttle: Throttle::new(cfg.smtp.max_auth_failures),
+            failure_delay: cfg.smtp.auth_failure_delay.0,
+        },
         command_timeout: cfg.smtp.command_timeout.0,
         data_timeout: cfg.smtp.data_timeout.0,
         check_budget: smtp::budget::CheckBudget::new(cfg.smtp.check_memory),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{FromArgMatches, Parser};
-use postrelay::cli::{Cli, Command, SendmailArgs, queue, sendmail};
+use postrelay::cli::{Cli, Command, SendmailArgs, hash_password, queue, sendmail};
 use postrelay::{app, config, observability, shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Sendmail(args)) = &cli.command {
         return ExitCode::from(run_sendmail(args, cli.config.as_deref()));
+    }
+    if let Some(Command::HashPassword) = &cli.command {
+        return match hash_password::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("postrelay: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let command = cli.command.unwrap_or(Command::Serve);
     // The queue tools need no credentials; the operator running them may not
@@ -52,7 +61,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Sendmail(_) => unreachable!("handled above"),
+        Command::Sendmail(_) | Command::HashPassword => unreachable!("handled above"),
         Command::Serve => serve(loaded),
     }
 }

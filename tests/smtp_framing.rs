@@ -105,6 +105,8 @@ impl Driver {
                 }
                 // STARTTLS is not advertised here, so never started.
                 Action::StartTls => self.replies.push("220".into()),
+                // Nor is AUTH.
+                Action::Auth { .. } => self.replies.push("334".into()),
                 Action::StartData => {
                     self.replies.push("354".into());
                     self.data = Some(DataFramer::new(MAX_SIZE, MAX_HEADER));

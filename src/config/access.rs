@@ -37,6 +37,23 @@ fn default_handshake_timeout() -> Dur {
     Dur::secs(10)
 }
 
+/// One `[[users]]` account for SMTP AUTH (PLAIN, LOGIN).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// A PHC string (`$argon2id$...`), as `postrelay hash-password` prints it.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Or a file holding the password itself (trimmed).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Envelope senders and `From:` addresses this user may use: an
+    /// address, or `@domain` for a whole domain; empty = any.
+    #[serde(default)]
+    pub allowed_from: Vec<String>,
+}
+
 /// The default `smtp.allowed_networks`: loopback only.
 pub(super) fn loopback_networks() -> Vec<Cidr> {
     ["127.0.0.0/8", "::1/128"]
@@ -53,6 +70,19 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
         return Err(key_error(
             "smtp.max_connections_per_ip",
             "must be at least 1, e.g. 20",
+        ));
+    }
+    users(c)?;
+    if s.max_auth_failures == 0 {
+        return Err(key_error(
+            "smtp.max_auth_failures",
+            "must be at least 1, e.g. 5",
+        ));
+    }
+    if s.auth_failure_delay.0 > Duration::from_secs(60) {
+        return Err(key_error(
+            "smtp.auth_failure_delay",
+            "must be at most 1m, e.g. \"1s\"",
         ));
     }
     if s.require_auth && !auth_configured(c) {
@@ -83,9 +113,69 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
     Ok(warnings)
 }
 
+/// Each account: a unique name, one way to check its password, a PHC
+/// string that parses, well-formed `allowed_from` entries.
+fn users(c: &Config) -> Result<(), ConfigError> {
+    for (i, u) in c.users.iter().enumerate() {
+        let at = |field: &str| format!("users[{i}].{field}");
+        if u.name.is_empty()
+            || u.name
+                .chars()
+                .any(|ch| ch.is_control() || ch.is_whitespace())
+        {
+            return Err(key_error(
+                &at("name"),
+                "must be a non-empty name without spaces",
+            ));
+        }
+        if c.users[..i].iter().any(|o| o.name == u.name) {
+            return Err(key_error(
+                &at("name"),
+                format!("{:?} is defined twice", u.name),
+            ));
+        }
+        match (&u.password_hash, &u.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(key_error(
+                    &at("password_hash"),
+                    "set either password_hash or password_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(key_error(
+                    &at("password_hash"),
+                    "each user needs password_hash (from `postrelay hash-password`) or password_file",
+                ));
+            }
+            (Some(h), None) => {
+                if argon2::PasswordHash::new(h).is_err() {
+                    return Err(key_error(
+                        &at("password_hash"),
+                        "is not a PHC string like \"$argon2id$v=19$m=19456,t=2,p=1$...\" (run `postrelay hash-password`)",
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        for entry in &u.allowed_from {
+            let ok = match entry.split_once('@') {
+                Some((_, domain)) => !domain.is_empty() && !entry.contains(char::is_whitespace),
+                None => false,
+            };
+            if !ok {
+                return Err(key_error(
+                    &at("allowed_from"),
+                    format!("{entry:?} is neither an address nor \"@domain\""),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// True when some client can authenticate.
-pub(super) fn auth_configured(_c: &Config) -> bool {
-    false
+pub(super) fn auth_configured(c: &Config) -> bool {
+    !c.users.is_empty()
 }
 
 impl Config {

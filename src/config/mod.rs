@@ -30,7 +30,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use access::TlsConfig;
+pub use access::{TlsConfig, UserConfig};
 pub use cidr::Cidr;
 pub use redact::without_userinfo;
 pub use secrets::Secrets;
@@ -94,6 +94,8 @@ pub struct Config {
     /// Health and metrics listener; off when the table is absent.
     pub http: Option<HttpConfig>,
     pub log: LogConfig,
+    /// SMTP AUTH accounts (`[[users]]`).
+    pub users: Vec<UserConfig>,
 }
 
 impl Default for Config {
@@ -109,6 +111,7 @@ impl Default for Config {
             postal: PostalConfig::default(),
             http: None,
             log: LogConfig::default(),
+            users: Vec::new(),
         }
     }
 }
@@ -138,6 +141,12 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     /// STARTTLS and the implicit-TLS listener; absent = no TLS.
     pub tls: Option<TlsConfig>,
+    /// AUTH is offered without TLS to non-loopback clients too.
+    pub allow_plaintext_auth: bool,
+    /// Wait before each `535 5.7.8`.
+    pub auth_failure_delay: Dur,
+    /// AUTH failures per client address per 10 minutes; then `421 4.7.0`.
+    pub max_auth_failures: u32,
 }
 
 impl Default for SmtpConfig {
@@ -157,6 +166,9 @@ impl Default for SmtpConfig {
             require_auth: false,
             max_connections_per_ip: 20,
             tls: None,
+            allow_plaintext_auth: false,
+            auth_failure_delay: Dur::secs(1),
+            max_auth_failures: 5,
         }
     }
 }

@@ -17,6 +17,8 @@ use super::{Config, ConfigError, key_error};
 pub struct Secrets {
     pub postmark_token: Option<SecretString>,
     pub postal_key: Option<SecretString>,
+    /// `[[users]]` passwords read from their `password_file`, by user name.
+    pub user_passwords: HashMap<String, SecretString>,
 }
 
 /// Where one secret may come from.
@@ -65,7 +67,27 @@ pub(super) fn resolve(
             },
             env,
         )?,
+        user_passwords: user_passwords(config)?,
     })
+}
+
+/// Reads each `[[users]] password_file`; the password is trimmed and must not be empty.
+fn user_passwords(config: &Config) -> Result<HashMap<String, SecretString>, ConfigError> {
+    let mut out = HashMap::new();
+    for (i, u) in config.users.iter().enumerate() {
+        let Some(path) = &u.password_file else {
+            continue;
+        };
+        let key = format!("users[{i}].password_file");
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| key_error(&key, format!("cannot read {}: {e}", path.display())))?;
+        let password = text.trim();
+        if password.is_empty() {
+            return Err(key_error(&key, format!("{} is empty", path.display())));
+        }
+        out.insert(u.name.clone(), SecretString::from(password.to_string()));
+    }
+    Ok(out)
 }
 
 /// Precedence: `POSTRELAY_*` environment, then the file, then the root

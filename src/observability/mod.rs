@@ -3,6 +3,7 @@
 //! the mail log, the readiness state, and (when `[http]` is set) the admin
 //! HTTP listener.
 
+pub mod escape;
 pub mod health;
 pub mod http;
 pub mod maillog;

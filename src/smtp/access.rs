@@ -22,6 +22,8 @@ pub struct Policy {
     pub auth_available: bool,
     /// `[smtp.tls] required`.
     pub tls_required: bool,
+    /// `smtp.allow_plaintext_auth`: AUTH before TLS off loopback too.
+    pub allow_plaintext_auth: bool,
 }
 
 impl Policy {
@@ -37,6 +39,8 @@ impl Policy {
             trusted,
             tls_required: self.tls_required && !ip.is_loopback(),
             tls,
+            auth_available: self.auth_available,
+            plaintext_auth: self.allow_plaintext_auth || ip.is_loopback(),
         })
     }
 }
@@ -114,6 +118,7 @@ mod tests {
             require_auth,
             auth_available: auth,
             tls_required: tls,
+            allow_plaintext_auth: false,
         }
     }
 
@@ -124,11 +129,12 @@ mod tests {
     #[test]
     fn admission_follows_networks_auth_and_tls() {
         let local = policy(&["127.0.0.1/32"], false, false, false);
-        assert_eq!(local.admit(ip("127.0.0.1"), false), Some(Client::trusted()));
-        assert_eq!(
-            local.admit(ip("::ffff:127.0.0.1"), false),
-            Some(Client::trusted())
-        );
+        let loopback = Client {
+            plaintext_auth: true,
+            ..Client::trusted()
+        };
+        assert_eq!(local.admit(ip("127.0.0.1"), false), Some(loopback));
+        assert_eq!(local.admit(ip("::ffff:127.0.0.1"), false), Some(loopback));
         assert_eq!(
             local.admit(ip("127.0.0.2"), false),
             None,
@@ -138,6 +144,8 @@ mod tests {
         let with_auth = policy(&["127.0.0.1/32"], false, true, false);
         let outside = with_auth.admit(ip("10.0.0.1"), false).unwrap();
         assert!(!outside.trusted, "must authenticate");
+        assert!(!outside.offers_auth(), "not before TLS off loopback");
+        assert!(!outside.offers_auth(), "not before TLS off loopback");
 
         let everyone_auths = policy(&["127.0.0.0/8"], true, true, false);
         assert!(

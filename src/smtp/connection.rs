@@ -16,10 +16,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::auth::{self, Mechanism, SaslError};
 use super::capabilities::Capabilities;
 use super::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
 use super::reply::{self, Reply};
 use super::session::{Action, Client, Session};
+use crate::observability::escape::escape;
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
@@ -85,7 +87,16 @@ pub async fn run<S>(
 fn capabilities(shared: &Shared, client: Client) -> Capabilities {
     let mut c = Capabilities::standard(shared.limits.max_message_size);
     c.starttls = shared.tls.is_some() && !client.tls;
+    if client.offers_auth() {
+        c.auth = auth::MECHANISMS.iter().map(|m| m.to_string()).collect();
+    }
     c
+}
+
+/// How a SASL exchange ended short of a verdict.
+enum Exchange {
+    Stop(Stop),
+    Answer(Reply),
 }
 
 struct Conn<S> {
@@ -176,6 +187,12 @@ where
                         reply.write_to(&mut self.out);
                         self.framer.discard(bytes);
                     }
+                    Action::Auth { mechanism, initial } => {
+                        if let Err(stop) = self.auth(mechanism, initial).await {
+                            return stop;
+                        }
+                        deadline = Instant::now() + command_timeout;
+                    }
                     Action::StartTls => {
                         reply::ready_for_tls().write_to(&mut self.out);
                         if self.flush().await.is_err() {
@@ -205,6 +222,136 @@ where
             match read {
                 Err(_) => return Stop::Say(reply::timeout(self.session.hostname())),
                 Ok(Ok(0)) | Ok(Err(_)) => return Stop::Gone,
+                Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
+            }
+        }
+    }
+
+    /// Runs one AUTH exchange to its verdict: `235`, or `535` after the
+    /// failure delay, or `421` once the address has used up its failures.
+    async fn auth(&mut self, mechanism: Mechanism, initial: Option<String>) -> Result<(), Stop> {
+        let ip = self.peer.ip();
+        if self.shared.auth.throttle.blocked(ip, Instant::now()) {
+            metrics::counter!("postrelay_smtp_auth_total", "result" => "throttled").increment(1);
+            return Err(Stop::Say(reply::too_many_auth_failures()));
+        }
+        let creds = match self.sasl(mechanism, initial).await {
+            Ok(c) => c,
+            Err(Exchange::Stop(stop)) => return Err(stop),
+            Err(Exchange::Answer(r)) => {
+                return match self.session.error(r) {
+                    Action::Reply(r) => {
+                        r.write_to(&mut self.out);
+                        Ok(())
+                    }
+                    Action::Close(r) => Err(Stop::Say(r)),
+                    _ => Ok(()),
+                };
+            }
+        };
+        let accounts = self.shared.auth.accounts.clone();
+        let name = creds.user.clone();
+        let verdict = tokio::task::spawn_blocking(move || accounts.verify(&creds))
+            .await
+            .ok()
+            .flatten();
+        let auth = &self.shared.auth;
+        match verdict {
+            Some(user) => {
+                metrics::counter!("postrelay_smtp_auth_total", "result" => "success").increment(1);
+                tracing::info!(peer = %self.peer, user = %escape(&user.name), "authenticated");
+                self.session.authenticated(user);
+                reply::auth_ok().write_to(&mut self.out);
+                Ok(())
+            }
+            None => {
+                metrics::counter!("postrelay_smtp_auth_total", "result" => "failure").increment(1);
+                tracing::warn!(peer = %self.peer, user = %escape(&name), "authentication failed");
+                let exhausted = auth.throttle.fail(ip, Instant::now());
+                tokio::time::sleep(auth.failure_delay).await;
+                if exhausted {
+                    return Err(Stop::Say(reply::too_many_auth_failures()));
+                }
+                match self.session.error(reply::auth_failed()) {
+                    Action::Close(r) => Err(Stop::Say(r)),
+                    Action::Reply(r) => {
+                        r.write_to(&mut self.out);
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Collects the user name and password (PLAIN or LOGIN).
+    async fn sasl(
+        &mut self,
+        mechanism: Mechanism,
+        initial: Option<String>,
+    ) -> Result<auth::Credentials, Exchange> {
+        let undecodable = |e: SaslError| {
+            Exchange::Answer(match e {
+                SaslError::Cancelled => reply::auth_cancelled(),
+                _ => reply::auth_undecodable(),
+            })
+        };
+        match mechanism {
+            Mechanism::Plain => {
+                let message = match initial {
+                    Some(text) => auth::decode(text.as_bytes()),
+                    None => auth::decode(&self.sasl_line("").await?),
+                };
+                message
+                    .and_then(|m| auth::parse_plain(&m))
+                    .map_err(undecodable)
+            }
+            Mechanism::Login => {
+                let user = match initial {
+                    Some(text) => auth::decode(text.as_bytes()),
+                    None => auth::decode(&self.sasl_line(&auth::login_prompt(false)).await?),
+                }
+                .and_then(|u| auth::text(&u))
+                .map_err(undecodable)?;
+                let password = auth::decode(&self.sasl_line(&auth::login_prompt(true)).await?)
+                    .and_then(|p| auth::text(&p))
+                    .map_err(undecodable)?;
+                Ok(auth::Credentials {
+                    user,
+                    password: password.into(),
+                })
+            }
+        }
+    }
+
+    /// Sends a `334` challenge and reads one response line.
+    async fn sasl_line(&mut self, challenge: &str) -> Result<Vec<u8>, Exchange> {
+        reply::auth_challenge(challenge).write_to(&mut self.out);
+        self.framer.set_raw(true);
+        let line = self.raw_line().await;
+        self.framer.set_raw(false);
+        line
+    }
+
+    async fn raw_line(&mut self) -> Result<Vec<u8>, Exchange> {
+        let deadline = Instant::now() + self.shared.command_timeout;
+        loop {
+            match self.framer.next_frame() {
+                Some(Frame::Raw(line)) => return Ok(line),
+                Some(_) => return Err(Exchange::Answer(reply::line_too_long())),
+                None => {}
+            }
+            if self.flush().await.is_err() {
+                return Err(Exchange::Stop(Stop::Gone));
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
+            match read {
+                Err(_) => {
+                    return Err(Exchange::Stop(Stop::Say(reply::timeout(
+                        self.session.hostname(),
+                    ))));
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Exchange::Stop(Stop::Gone)),
                 Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
             }
         }
@@ -310,8 +457,28 @@ where
         let envelope = self.session.envelope();
         let mapper = self.shared.mapper.clone();
         let env = envelope.clone();
-        let checked = tokio::task::spawn_blocking(move || mapper.check(&env, &raw)).await;
+        let allowed = self.session.user().map(|u| u.allowed_from.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let from_ok = allowed.is_none_or(|a| from_allowed(&a, &raw));
+            (from_ok, mapper.check(&env, &raw))
+        })
+        .await;
         drop(permit);
+        let checked = match checked {
+            Ok((false, _)) => {
+                let user = self
+                    .session
+                    .user()
+                    .map(|u| u.name.clone())
+                    .unwrap_or_default();
+                metrics::counter!("postrelay_smtp_messages_total", "result" => "from_not_allowed")
+                    .increment(1);
+                tracing::info!(peer = %self.peer, user = %escape(&user), "message refused: From: outside allowed_from");
+                return reply::from_not_allowed(&user);
+            }
+            Ok((true, checked)) => Ok(checked),
+            Err(e) => Err(e),
+        };
         match checked {
             Ok(Ok(warnings)) => {
                 for w in &warnings {
@@ -368,6 +535,23 @@ where
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
+}
+
+/// True when every `From:` mailbox is allowed (an empty list allows any).
+/// Only the header block is parsed.
+fn from_allowed(allowed: &[String], raw: &[u8]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 4);
+    let parsed = crate::message::parse::parse(&raw[..end]);
+    parsed
+        .from
+        .iter()
+        .all(|m| auth::sender_allowed(allowed, &m.addr))
 }
 
 /// The pipelined bytes after the end of DATA, once it has ended.

@@ -10,6 +10,7 @@
 //! [`tls`] holds the certificate, `connection` does the I/O.
 
 pub mod access;
+pub mod auth;
 pub mod budget;
 pub mod capabilities;
 pub mod codec;
@@ -48,10 +49,21 @@ pub struct Shared {
     pub access: Policy,
     /// `[smtp.tls]`: STARTTLS and the implicit-TLS listener.
     pub tls: Option<Arc<Tls>>,
+    pub auth: AuthSetup,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     /// Shared by every DATA-time check (`smtp.check_memory`).
     pub check_budget: CheckBudget,
+}
+
+/// The accounts and the failure rules of SMTP AUTH.
+#[derive(Debug)]
+pub struct AuthSetup {
+    pub accounts: Arc<auth::Accounts>,
+    /// `smtp.max_auth_failures` per client address per 10 minutes.
+    pub throttle: auth::Throttle,
+    /// `smtp.auth_failure_delay`, before each `535`.
+    pub failure_delay: Duration,
 }
 
 /// Which protocol a listener speaks from the first byte.

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use smtp_proto::{Error as ProtoError, Request};
 
+use super::auth::{Mechanism, User, sender_allowed};
 use super::capabilities::Capabilities;
 use super::reply::{self, Reply};
 use crate::message::Envelope;
@@ -29,6 +30,10 @@ pub struct Client {
     pub tls_required: bool,
     /// The stream is TLS already (implicit TLS, or after STARTTLS).
     pub tls: bool,
+    /// Some account exists, so AUTH may be offered.
+    pub auth_available: bool,
+    /// AUTH may be offered before TLS (loopback, or `allow_plaintext_auth`).
+    pub plaintext_auth: bool,
 }
 
 impl Client {
@@ -38,6 +43,11 @@ impl Client {
             trusted: true,
             ..Client::default()
         }
+    }
+
+    /// True when EHLO should offer AUTH now.
+    pub fn offers_auth(&self) -> bool {
+        self.auth_available && (self.tls || self.plaintext_auth)
     }
 }
 
@@ -49,6 +59,11 @@ pub enum Action {
     StartData,
     /// Send `220`, discard whatever was pipelined, and start the TLS handshake.
     StartTls,
+    /// Run a SASL exchange; `initial` is the initial response, if sent.
+    Auth {
+        mechanism: Mechanism,
+        initial: Option<String>,
+    },
     /// Send the reply and close the connection.
     Close(Reply),
     /// Send the reply, then drop the next `bytes` bytes unread (a `BDAT` chunk).
@@ -64,6 +79,8 @@ pub struct Session {
     limits: Limits,
     capabilities: Capabilities,
     client: Client,
+    /// The account the client authenticated as.
+    user: Option<User>,
     helo: Option<String>,
     mail_from: Option<String>,
     rcpts: Vec<String>,
@@ -88,6 +105,7 @@ impl Session {
             limits,
             capabilities,
             client,
+            user: None,
             helo: None,
             mail_from: None,
             rcpts: Vec::new(),
@@ -131,7 +149,18 @@ impl Session {
         self.client
     }
 
-    /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO).
+    /// The account the client authenticated as, if any.
+    pub fn user(&self) -> Option<&User> {
+        self.user.as_ref()
+    }
+
+    /// Records a successful AUTH.
+    pub fn authenticated(&mut self, user: User) {
+        self.user = Some(user);
+    }
+
+    /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO); the
+    /// authenticated user stays.
     pub fn reset(&mut self) {
         self.mail_from = None;
         self.rcpts.clear();
@@ -164,7 +193,7 @@ impl Session {
                 if self.client.tls_required && !self.client.tls {
                     return self.error(reply::tls_required());
                 }
-                if !self.client.trusted {
+                if !self.client.trusted && self.user.is_none() {
                     return self.error(reply::auth_required());
                 }
                 if from.size > self.limits.max_message_size {
@@ -173,6 +202,11 @@ impl Session {
                 let addr = from.address.trim();
                 if !addr.is_empty() && !valid_mailbox(addr) {
                     return self.error(reply::bad_sender());
+                }
+                if let Some(user) = &self.user
+                    && !sender_allowed(&user.allowed_from, addr)
+                {
+                    return self.error(reply::sender_not_allowed(&user.name));
                 }
                 self.mail_from = Some(addr.to_string());
                 self.junk = 0;
@@ -224,6 +258,31 @@ impl Session {
                 close => close,
             },
             Request::Help { .. } => self.junk(reply::help()),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                if !self.client.offers_auth() {
+                    return self.error(if self.client.auth_available {
+                        reply::encryption_required()
+                    } else {
+                        reply::not_implemented("AUTH")
+                    });
+                }
+                if self.user.is_some() {
+                    return self.error(reply::bad_sequence("already authenticated"));
+                }
+                if self.mail_from.is_some() {
+                    return self.error(reply::bad_sequence("AUTH inside a transaction"));
+                }
+                let mechanism = match mechanism {
+                    smtp_proto::AUTH_PLAIN => Mechanism::Plain,
+                    smtp_proto::AUTH_LOGIN => Mechanism::Login,
+                    _ => return self.error(reply::unknown_mechanism()),
+                };
+                let initial = Some(initial_response.trim().to_string()).filter(|s| !s.is_empty());
+                Action::Auth { mechanism, initial }
+            }
             Request::StartTls => {
                 if !self.capabilities.starttls || self.client.tls {
                     return self.error(reply::not_implemented("STARTTLS"));
@@ -321,6 +380,7 @@ mod tests {
             Action::Reply(r) | Action::Close(r) => r.code,
             Action::StartData => 354,
             Action::StartTls => 220,
+            Action::Auth { .. } => 334,
             Action::Discard { reply, .. } => reply.code,
         }
     }
@@ -476,7 +536,7 @@ mod access_tests {
         let client = Client {
             trusted: true,
             tls_required: true,
-            tls: false,
+            ..Client::default()
         };
         let mut s = session(client, true);
         run(&mut s, "EHLO c");
@@ -512,5 +572,96 @@ mod access_tests {
         let mut s = session(tls, true);
         run(&mut s, "EHLO c");
         assert_eq!(reply(run(&mut s, "STARTTLS")).0, 502);
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    fn session(client: Client) -> Session {
+        let limits = Limits {
+            max_message_size: 1000,
+            max_recipients: 2,
+            max_errors: 10,
+            max_header_size: 1000,
+        };
+        let mut capabilities = Capabilities::standard(1000);
+        if client.offers_auth() {
+            capabilities.auth = vec!["PLAIN".into(), "LOGIN".into()];
+        }
+        Session::new("relay.test".into(), limits, capabilities, client)
+    }
+
+    fn run(s: &mut Session, line: &str) -> Action {
+        let bytes = format!("{line}\r\n").into_bytes();
+        s.command(Request::parse(&mut bytes.iter()))
+    }
+
+    fn code(a: Action) -> (u16, &'static str) {
+        match a {
+            Action::Reply(r) | Action::Close(r) => (r.code, r.status),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn outside() -> Client {
+        Client {
+            auth_available: true,
+            ..Client::default()
+        }
+    }
+
+    #[test]
+    fn auth_waits_for_tls_unless_plaintext_is_allowed() {
+        let mut s = session(outside());
+        run(&mut s, "EHLO c");
+        assert_eq!(code(run(&mut s, "AUTH PLAIN AGEAYg==")), (538, "5.7.11"));
+        let mut s = session(Client {
+            tls: true,
+            ..outside()
+        });
+        run(&mut s, "EHLO c");
+        assert_eq!(
+            run(&mut s, "AUTH PLAIN AGEAYg=="),
+            Action::Auth {
+                mechanism: Mechanism::Plain,
+                initial: Some("AGEAYg==".into())
+            }
+        );
+        assert_eq!(
+            run(&mut s, "AUTH LOGIN"),
+            Action::Auth {
+                mechanism: Mechanism::Login,
+                initial: None
+            }
+        );
+        assert_eq!(code(run(&mut s, "AUTH CRAM-MD5")), (504, "5.5.4"));
+        let mut none = session(Client::trusted());
+        run(&mut none, "EHLO c");
+        assert_eq!(code(run(&mut none, "AUTH PLAIN AGEAYg==")).0, 502);
+    }
+
+    #[test]
+    fn an_authenticated_user_sends_only_from_allowed_addresses() {
+        let mut s = session(Client {
+            tls: true,
+            ..outside()
+        });
+        run(&mut s, "EHLO c");
+        assert_eq!(
+            code(run(&mut s, "MAIL FROM:<billing@example.com>")),
+            (530, "5.7.0")
+        );
+        s.authenticated(User {
+            name: "billing".into(),
+            allowed_from: vec!["billing@example.com".into()],
+        });
+        assert_eq!(
+            code(run(&mut s, "MAIL FROM:<ceo@example.com>")),
+            (553, "5.7.1")
+        );
+        assert_eq!(code(run(&mut s, "MAIL FROM:<billing@example.com>")).0, 250);
+        assert_eq!(code(run(&mut s, "AUTH PLAIN AGEAYg==")).0, 503);
     }
 }
