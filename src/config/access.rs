@@ -33,6 +33,14 @@ pub struct TlsConfig {
     pub handshake_timeout: Dur,
 }
 
+/// A hash is not the password, but a printed config need not help cracking it.
+fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
 fn default_handshake_timeout() -> Dur {
     Dur::secs(10)
 }
@@ -43,7 +51,7 @@ fn default_handshake_timeout() -> Dur {
 pub struct UserConfig {
     pub name: String,
     /// A PHC string (`$argon2id$...`), as `postrelay hash-password` prints it.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redacted")]
     pub password_hash: Option<String>,
     /// Or a file holding the password itself (trimmed).
     #[serde(default)]

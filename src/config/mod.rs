@@ -95,6 +95,7 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     pub log: LogConfig,
     /// SMTP AUTH accounts (`[[users]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserConfig>,
 }
 
