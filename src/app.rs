@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::backends;
 use crate::config::Loaded;
 use crate::control;
+use crate::delivery::credentials::CredentialBook;
 use crate::delivery::{Engine, Settings, backoff::Backoff};
 use crate::mapping::Mapper;
 use crate::observability::health::Health;
@@ -93,18 +94,21 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
-    let engine = Arc::new(Engine::new(
-        spool.clone(),
-        mapper.clone(),
-        sender.clone(),
-        Settings {
-            rate_limit: cfg.delivery.rate_limit,
-            backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
-            max_age: cfg.delivery.max_age.0,
-            concurrency: cfg.delivery.concurrency,
-        },
-        health.clone(),
-    ));
+    let engine = Arc::new(
+        Engine::new(
+            spool.clone(),
+            mapper.clone(),
+            sender.clone(),
+            Settings {
+                rate_limit: cfg.delivery.rate_limit,
+                backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
+                max_age: cfg.delivery.max_age.0,
+                concurrency: cfg.delivery.concurrency,
+            },
+            health.clone(),
+        )
+        .with_credentials(CredentialBook::new(loaded.secrets.user_tokens.clone())),
+    );
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
         mapper,

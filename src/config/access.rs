@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::{Cidr, Config, ConfigError, Dur, key_error};
@@ -46,7 +47,7 @@ fn default_handshake_timeout() -> Dur {
 }
 
 /// One `[[users]]` account for SMTP AUTH (PLAIN, LOGIN).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
@@ -60,6 +61,16 @@ pub struct UserConfig {
     /// address, or `@domain` for a whole domain; empty = any.
     #[serde(default)]
     pub allowed_from: Vec<String>,
+    /// This user's own Postmark server token (else the global one).
+    #[serde(default, serialize_with = "super::redact::secret")]
+    pub server_token: Option<SecretString>,
+    #[serde(default)]
+    pub server_token_file: Option<PathBuf>,
+    /// This user's own Postal API key (else the global one).
+    #[serde(default, serialize_with = "super::redact::secret")]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// The default `smtp.allowed_networks`: loopback only.
@@ -96,7 +107,7 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
     if s.require_auth && !auth_configured(c) {
         return Err(key_error(
             "smtp.require_auth",
-            "no client could send: add [[users]] accounts, or set require_auth = false",
+            "no client could send: add [[users]] accounts or set auth_passthrough = true, or set require_auth = false",
         ));
     }
     if let Some(tls) = &s.tls {
@@ -114,7 +125,7 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
     for addr in listens {
         if !addr.ip().is_loopback() && !outside_can_send {
             warnings.push(format!(
-                "smtp: listening on {addr}, but only loopback clients may send (smtp.allowed_networks is loopback-only and no [[users]] are configured): add the clients' networks to smtp.allowed_networks, e.g. [\"10.0.0.0/8\"], or listen on 127.0.0.1"
+                "smtp: listening on {addr}, but only loopback clients may send (smtp.allowed_networks is loopback-only, no [[users]] are configured and auth_passthrough is off): add the clients' networks to smtp.allowed_networks, e.g. [\"10.0.0.0/8\"], or listen on 127.0.0.1"
             ));
         }
     }
@@ -183,7 +194,7 @@ fn users(c: &Config) -> Result<(), ConfigError> {
 
 /// True when some client can authenticate.
 pub(super) fn auth_configured(c: &Config) -> bool {
-    !c.users.is_empty()
+    !c.users.is_empty() || c.smtp.auth_passthrough
 }
 
 impl Config {

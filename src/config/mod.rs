@@ -148,6 +148,9 @@ pub struct SmtpConfig {
     pub auth_failure_delay: Dur,
     /// AUTH failures per client address per 10 minutes; then `421 4.7.0`.
     pub max_auth_failures: u32,
+    /// The AUTH password is the backend credential itself (a Postmark server
+    /// token, a Postal API key); the user name is ignored.
+    pub auth_passthrough: bool,
 }
 
 impl Default for SmtpConfig {
@@ -170,6 +173,7 @@ impl Default for SmtpConfig {
             allow_plaintext_auth: false,
             auth_failure_delay: Dur::secs(1),
             max_auth_failures: 5,
+            auth_passthrough: false,
         }
     }
 }

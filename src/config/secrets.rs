@@ -19,6 +19,9 @@ pub struct Secrets {
     pub postal_key: Option<SecretString>,
     /// `[[users]]` passwords read from their `password_file`, by user name.
     pub user_passwords: HashMap<String, SecretString>,
+    /// `[[users]]` own backend credentials (the chosen backend's: server
+    /// token or API key), by user name.
+    pub user_tokens: HashMap<String, SecretString>,
 }
 
 /// Where one secret may come from.
@@ -68,7 +71,33 @@ pub(super) fn resolve(
             env,
         )?,
         user_passwords: user_passwords(config)?,
+        user_tokens: user_tokens(config)?,
     })
+}
+
+/// Each user's own credential for the chosen backend, from the value or its `*_file`.
+fn user_tokens(config: &Config) -> Result<HashMap<String, SecretString>, ConfigError> {
+    let mut out = HashMap::new();
+    for (i, u) in config.users.iter().enumerate() {
+        let (field, value, file) = match config.backend {
+            super::BackendKind::Postal => ("api_key", &u.api_key, &u.api_key_file),
+            _ => ("server_token", &u.server_token, &u.server_token_file),
+        };
+        let key = format!("users[{i}].{field}");
+        let token = match (value, file) {
+            (Some(_), Some(_)) => {
+                return Err(key_error(
+                    &key,
+                    format!("set either {key} or {key}_file, not both"),
+                ));
+            }
+            (Some(v), None) => clean(&key, v.expose_secret(), None)?,
+            (None, Some(p)) => read_file(&format!("{key}_file"), p)?,
+            (None, None) => continue,
+        };
+        out.insert(u.name.clone(), token);
+    }
+    Ok(out)
 }
 
 /// Reads each `[[users]] password_file`; the password is trimmed and must not be empty.

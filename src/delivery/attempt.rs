@@ -42,7 +42,8 @@ impl Engine {
         else {
             return self.probe_without_answer(probe);
         };
-        if !answered {
+        // Only an answer to the global credential tells the gate anything.
+        if !answered || self.credentials.resolve(&meta.credential).is_some() {
             self.probe_without_answer(probe);
         }
         let now = Instant::now();
@@ -98,6 +99,10 @@ impl Engine {
         };
         let total = mapped.calls.len();
         let backend = self.sender.name();
+        // A message's own credential answers for its own mail only: its
+        // faults neither pause the backend nor make the daemon unready.
+        let own = self.credentials.resolve(&meta.credential);
+        let label = meta.credential.label();
         // A part the API refuses for good does not stop the others: every
         // recipient gets its chance, then the message is dead-lettered for
         // the refused ones.
@@ -113,14 +118,21 @@ impl Engine {
                 meta.attempts += 1;
             }
             let started = std::time::Instant::now();
-            let outcome = self.sender.send(claim.id(), part, call).await;
+            let outcome = self
+                .sender
+                .send_as(claim.id(), part, call, own.as_ref())
+                .await;
             metrics::histogram!("postrelay_api_latency_seconds", "backend" => backend)
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("postrelay_delivery_attempts_total",
                 "backend" => backend, "outcome" => outcome_label(&outcome))
             .increment(1);
-            self.gate
-                .observe(&outcome, Instant::now(), self.policy.hold_for(0.0));
+            if own.is_none() {
+                self.gate
+                    .observe(&outcome, Instant::now(), self.policy.hold_for(0.0));
+            } else if matches!(outcome, Outcome::Delivered { .. }) {
+                self.health.clear_credential_fault(&label);
+            }
             match outcome {
                 Outcome::Delivered { api_id, note } => {
                     maillog::delivered(
@@ -152,6 +164,11 @@ impl Engine {
                         retry_after,
                     };
                     return Some((claim, meta, attempt, true));
+                }
+                Outcome::ConfigFault { code, reason } if own.is_some() => {
+                    tracing::error!(id = claim.id(), credential = %label, error = %reason, "the message's own credential was rejected; only mail using it is held");
+                    self.health.set_credential_fault(&label, &reason);
+                    return Some((claim, meta, Attempt::ConfigFault { code, reason }, true));
                 }
                 Outcome::ConfigFault { code, reason } => {
                     self.health.set_fault(&reason);

@@ -17,6 +17,7 @@ pub mod age;
 mod apply;
 mod attempt;
 pub mod backoff;
+pub mod credentials;
 pub mod decide;
 pub mod gate;
 pub mod ratelimit;
@@ -62,6 +63,8 @@ pub struct Engine {
     health: Arc<Health>,
     gate: Gate,
     ages: Ages,
+    /// Per-message credentials (users' own tokens, passthrough).
+    credentials: credentials::CredentialBook,
 }
 
 impl Engine {
@@ -85,7 +88,14 @@ impl Engine {
             health,
             gate: Gate::default(),
             ages: Ages::default(),
+            credentials: credentials::CredentialBook::default(),
         }
+    }
+
+    /// Sends each message with the credential its record names, looked up in `book`.
+    pub fn with_credentials(mut self, book: credentials::CredentialBook) -> Engine {
+        self.credentials = book;
+        self
     }
 
     /// Runs until `shutdown`; deliveries in flight are tracked by `tracker`

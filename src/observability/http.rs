@@ -61,11 +61,25 @@ async fn readyz(State(st): State<AdminState>) -> impl IntoResponse {
     } else {
         st.health.fault().map(|f| ("backend", f))
     };
+    // A rejected per-user or passthrough credential holds only its own
+    // mail: the relay stays ready and names the credential, never the secret.
+    let held: Vec<_> = st
+        .health
+        .credential_faults()
+        .into_iter()
+        .map(|(credential, reason)| json!({"credential": credential, "reason": reason}))
+        .collect();
     match reason {
-        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        None if held.is_empty() => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        None => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "held_credentials": held})),
+        ),
         Some((check, reason)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "check": check, "reason": reason})),
+            Json(
+                json!({"status": "unavailable", "check": check, "reason": reason, "held_credentials": held}),
+            ),
         ),
     }
 }

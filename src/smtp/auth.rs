@@ -20,6 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
 use crate::config::{Config, Secrets};
+use crate::spool::Credential;
 
 /// The window AUTH failures are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(600);
@@ -110,11 +111,15 @@ pub struct User {
     pub name: String,
     /// Empty = any sender.
     pub allowed_from: Vec<String>,
+    /// What delivers this user's mail.
+    pub credential: Credential,
 }
 
-/// The `[[users]]` accounts.
+/// The `[[users]]` accounts, and whether a password may be a backend token.
 pub struct Accounts {
     users: Vec<(User, Verifier)>,
+    /// `smtp.auth_passthrough`.
+    passthrough: bool,
     /// Verified when the user is unknown, so its cost does not tell.
     decoy: String,
 }
@@ -141,34 +146,60 @@ impl Accounts {
                 let user = User {
                     name: u.name.clone(),
                     allowed_from: u.allowed_from.clone(),
+                    credential: Credential::User(u.name.clone()),
                 };
                 Some((user, verifier))
             })
             .collect();
         Accounts {
             users,
+            passthrough: config.smtp.auth_passthrough,
             decoy: hash_password(b"decoy").unwrap_or_default(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.users.is_empty() && !self.passthrough
     }
 
-    /// The user, if the password is right. CPU-heavy (argon2): call it off
-    /// the async threads.
+    /// The user, if the password is right; with passthrough, a password
+    /// that is no account's becomes the credential itself (the API judges
+    /// it). CPU-heavy (argon2): call it off the async threads.
     pub fn verify(&self, creds: &Credentials) -> Option<User> {
-        let password = creds.password.expose_secret().as_bytes();
-        let Some((user, verifier)) = self.users.iter().find(|(u, _)| u.name == creds.user) else {
-            let _ = verify_hash(&self.decoy, password);
-            return None;
+        let password = creds.password.expose_secret();
+        let account = match self.users.iter().find(|(u, _)| u.name == creds.user) {
+            Some((user, verifier)) => {
+                let ok = match verifier {
+                    Verifier::Hash(h) => verify_hash(h, password.as_bytes()),
+                    Verifier::Password(p) => {
+                        same_bytes(p.expose_secret().as_bytes(), password.as_bytes())
+                    }
+                };
+                ok.then(|| user.clone())
+            }
+            None => {
+                let _ = verify_hash(&self.decoy, password.as_bytes());
+                None
+            }
         };
-        let ok = match verifier {
-            Verifier::Hash(h) => verify_hash(h, password),
-            Verifier::Password(p) => same_bytes(p.expose_secret().as_bytes(), password),
-        };
-        ok.then(|| user.clone())
+        if account.is_some() || !self.passthrough {
+            return account;
+        }
+        token_shaped(password).then(|| User {
+            name: PASSTHROUGH_USER.into(),
+            allowed_from: Vec::new(),
+            credential: Credential::Passthrough(password.to_string()),
+        })
     }
+}
+
+/// How a passthrough session's user is named in logs and `Received:`.
+pub const PASSTHROUGH_USER: &str = "passthrough";
+
+/// A string that can be an API credential header: 8 to 256 visible ASCII
+/// characters (Postmark tokens are UUIDs, Postal keys 24 letters/digits).
+fn token_shaped(s: &str) -> bool {
+    (8..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn verify_hash(phc: &str, password: &[u8]) -> bool {
@@ -290,12 +321,14 @@ mod tests {
                 password_hash: Some(hash),
                 password_file: None,
                 allowed_from: vec!["@example.com".into()],
+                ..Default::default()
             },
             crate::config::UserConfig {
                 name: "cron".into(),
                 password_hash: None,
                 password_file: Some("/unused".into()),
                 allowed_from: vec![],
+                ..Default::default()
             },
         ];
         let mut secrets = Secrets::default();
@@ -313,6 +346,30 @@ mod tests {
         assert!(accounts.verify(&creds("cron", "tick tock")).is_some());
         assert!(accounts.verify(&creds("cron", "tick")).is_none());
         assert!(accounts.verify(&creds("nobody", "right horse")).is_none());
+        assert_eq!(
+            accounts
+                .verify(&creds("cron", "tick tock"))
+                .unwrap()
+                .credential,
+            Credential::User("cron".into())
+        );
+
+        config.smtp.auth_passthrough = true;
+        let accounts = Accounts::from_config(&config, &secrets);
+        let token = "0a1b2c3d-0000-4000-8000-00000000abcd";
+        let p = accounts.verify(&creds("anything", token)).unwrap();
+        assert_eq!(p.credential, Credential::Passthrough(token.into()));
+        assert!(!format!("{p:?}").contains(token), "never in Debug");
+        assert_eq!(
+            accounts
+                .verify(&creds("cron", "tick tock"))
+                .unwrap()
+                .credential,
+            Credential::User("cron".into()),
+            "an account still wins"
+        );
+        assert!(accounts.verify(&creds("x", "short")).is_none());
+        assert!(accounts.verify(&creds("x", "has space inside")).is_none());
     }
 
     #[test]

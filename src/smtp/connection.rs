@@ -499,7 +499,15 @@ where
             }
         }
         let size = incoming.size();
-        match incoming.commit(&self.shared.spool, envelope.clone()).await {
+        let credential = self
+            .session
+            .user()
+            .map(|u| u.credential.clone())
+            .unwrap_or_default();
+        match incoming
+            .commit_with(&self.shared.spool, envelope.clone(), credential)
+            .await
+        {
             Ok(id) => {
                 maillog::received(
                     &id,

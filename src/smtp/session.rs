@@ -656,6 +656,7 @@ mod auth_tests {
         s.authenticated(User {
             name: "billing".into(),
             allowed_from: vec!["billing@example.com".into()],
+            credential: crate::spool::Credential::User("billing".into()),
         });
         assert_eq!(
             code(run(&mut s, "MAIL FROM:<ceo@example.com>")),
