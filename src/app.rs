@@ -118,7 +118,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             max_recipients: cfg.smtp.max_recipients,
             max_errors: cfg.smtp.max_errors,
             max_header_size: cfg.smtp.max_header_size,
+            max_transactions: cfg.smtp.max_transactions,
         },
+        max_session_time: cfg.smtp.max_session_time.0,
         slots: Arc::new(Semaphore::new(cfg.smtp.max_connections)),
         per_address: PerAddress::new(cfg.smtp.max_connections_per_ip),
         access: Policy {

@@ -213,3 +213,29 @@ fn sighup_reloads_the_certificate_without_dropping_the_listener() {
         d.cmd("EHLO c", "250").await;
     });
 }
+
+#[test]
+fn a_session_is_cut_off_at_its_time_limit_whatever_it_does() {
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_session_time = \"1s\"\n"));
+    let mut c = relay.session();
+    c.cmd("MAIL FROM:<a@example.com>", "250");
+    c.cmd("RCPT TO:<b@example.org>", "250");
+    c.cmd("DATA", "354");
+    // A trickle that keeps each read well inside data_timeout.
+    let started = std::time::Instant::now();
+    let mut said = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        if !c.try_send_bytes(b"x") {
+            break;
+        }
+        if let Some(r) = c.reply_within(Duration::from_millis(200)) {
+            said = Some(r);
+            break;
+        }
+    }
+    let said = said.expect("the relay spoke before 20s");
+    assert!(said.starts_with("421 4.4.2"), "{said}");
+    assert!(said.contains("session time limit"), "{said}");
+    assert!(relay.files_in("queue", "json").is_empty(), "nothing queued");
+}

@@ -60,6 +60,7 @@ impl Driver {
             max_recipients: 100,
             max_errors,
             max_header_size: MAX_HEADER,
+            max_transactions: 1000,
         };
         Driver {
             framer: LineFramer::new(4096),

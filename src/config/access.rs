@@ -92,6 +92,19 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
         ));
     }
     users(c)?;
+    if s.max_transactions == 0 {
+        return Err(key_error(
+            "smtp.max_transactions",
+            "must be at least 1, e.g. 1000",
+        ));
+    }
+    let t = s.max_session_time.0;
+    if t < Duration::from_secs(1) || t > Duration::from_secs(24 * 3600) {
+        return Err(key_error(
+            "smtp.max_session_time",
+            "must be between 1s and 24h, e.g. \"1h\"",
+        ));
+    }
     if s.max_auth_failures == 0 {
         return Err(key_error(
             "smtp.max_auth_failures",

@@ -151,6 +151,10 @@ pub struct SmtpConfig {
     /// The AUTH password is the backend credential itself (a Postmark server
     /// token, a Postal API key); the user name is ignored.
     pub auth_passthrough: bool,
+    /// Longest a session may last, whatever it does; then `421 4.4.2`.
+    pub max_session_time: Dur,
+    /// Transactions (`MAIL` commands) per session; then `421 4.7.0`.
+    pub max_transactions: u32,
 }
 
 impl Default for SmtpConfig {
@@ -174,6 +178,8 @@ impl Default for SmtpConfig {
             auth_failure_delay: Dur::secs(1),
             max_auth_failures: 5,
             auth_passthrough: false,
+            max_session_time: Dur::secs(3600),
+            max_transactions: 1000,
         }
     }
 }

@@ -68,6 +68,7 @@ pub async fn run<S>(
         framer: LineFramer::new(MAX_LINE),
         out: Vec::with_capacity(1024),
         readbuf: vec![0; READ_BUF],
+        ends: Instant::now() + shared.max_session_time,
     };
     tracing::debug!(peer = %peer, tls = client.tls, "smtp session opened");
     reply::greeting(conn.session.hostname()).write_to(&mut conn.out);
@@ -107,6 +108,8 @@ struct Conn<S> {
     framer: LineFramer,
     out: Vec<u8>,
     readbuf: Vec<u8>,
+    /// `smtp.max_session_time` after the connection began: no read waits past it.
+    ends: Instant,
 }
 
 impl<S> Conn<S>
@@ -134,6 +137,7 @@ where
             mut session,
             mut framer,
             readbuf,
+            ends,
             ..
         } = self;
         if framer.reset() {
@@ -162,7 +166,20 @@ where
             framer,
             out: Vec::with_capacity(1024),
             readbuf,
+            ends,
         })
+    }
+
+    /// Why a read deadline passed: the session's lifetime, or silence.
+    fn expired(&self) -> Stop {
+        if Instant::now() >= self.ends {
+            metrics::counter!("postrelay_smtp_limits_total", "limit" => "session_time")
+                .increment(1);
+            tracing::info!(peer = %self.peer, "session closed: smtp.max_session_time reached");
+            Stop::Say(reply::session_too_long(self.session.hostname()))
+        } else {
+            Stop::Say(reply::timeout(self.session.hostname()))
+        }
     }
 
     async fn serve(&mut self, shutdown: &CancellationToken) -> Stop {
@@ -217,10 +234,10 @@ where
             let idle = !self.session.in_transaction();
             let read = tokio::select! {
                 _ = shutdown.cancelled(), if idle => return Stop::Say(reply::shutting_down(self.session.hostname())),
-                r = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)) => r,
+                r = tokio::time::timeout_at(deadline.min(self.ends), self.stream.read(&mut self.readbuf)) => r,
             };
             match read {
-                Err(_) => return Stop::Say(reply::timeout(self.session.hostname())),
+                Err(_) => return self.expired(),
                 Ok(Ok(0)) | Ok(Err(_)) => return Stop::Gone,
                 Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
             }
@@ -344,13 +361,13 @@ where
             if self.flush().await.is_err() {
                 return Err(Exchange::Stop(Stop::Gone));
             }
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
+            let read = tokio::time::timeout_at(
+                deadline.min(self.ends),
+                self.stream.read(&mut self.readbuf),
+            )
+            .await;
             match read {
-                Err(_) => {
-                    return Err(Exchange::Stop(Stop::Say(reply::timeout(
-                        self.session.hostname(),
-                    ))));
-                }
+                Err(_) => return Err(Exchange::Stop(self.expired())),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Exchange::Stop(Stop::Gone)),
                 Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
             }
@@ -397,10 +414,12 @@ where
             // client trickling bytes cannot hold the slot for ever.
             let earned = Duration::from_millis(received.saturating_mul(1000) / MIN_DATA_RATE);
             let budget = started + self.shared.data_timeout + earned;
-            let deadline = (Instant::now() + self.shared.data_timeout).min(budget);
+            let deadline = (Instant::now() + self.shared.data_timeout)
+                .min(budget)
+                .min(self.ends);
             let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
             let n = match read {
-                Err(_) => return Err(Stop::Say(reply::timeout(self.session.hostname()))),
+                Err(_) => return Err(self.expired()),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
                 Ok(Ok(n)) => n,
             };

@@ -52,6 +52,8 @@ pub struct Shared {
     pub auth: AuthSetup,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// `smtp.max_session_time`: the whole session, DATA included.
+    pub max_session_time: Duration,
     /// Shared by every DATA-time check (`smtp.check_memory`).
     pub check_budget: CheckBudget,
 }

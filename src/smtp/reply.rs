@@ -142,6 +142,20 @@ pub fn timeout(host: &str) -> Reply {
         format!("{host} timeout exceeded, closing connection"),
     )
 }
+pub fn too_many_transactions() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many transactions in one session, closing connection",
+    )
+}
+pub fn session_too_long(host: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.4.2",
+        format!("{host} session time limit exceeded, closing connection"),
+    )
+}
 pub fn too_many_errors() -> Reply {
     Reply::new(421, "4.7.0", "Too many errors, closing connection")
 }

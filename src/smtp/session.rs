@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_errors: u32,
     /// Bytes of header block (before the first empty line) a message may carry.
     pub max_header_size: usize,
+    /// `MAIL` commands accepted in one session; the next gets `421 4.7.0`.
+    pub max_transactions: u32,
 }
 
 /// What the connection knows about the client before its first command.
@@ -85,9 +87,12 @@ pub struct Session {
     mail_from: Option<String>,
     rcpts: Vec<String>,
     errors: u32,
-    /// NOOP/RSET/VRFY/HELP since the last MAIL: past [`JUNK_LIMIT`] each
-    /// counts as an error, so a client cannot hold a slot with NOOPs forever.
+    /// NOOP/RSET/VRFY/HELP, repeated HELO/EHLO and recipients over the cap
+    /// since the last MAIL: past [`JUNK_LIMIT`] each counts as an error, so
+    /// a client cannot hold a slot with them forever.
     junk: u32,
+    /// `MAIL` commands accepted so far.
+    transactions: u32,
 }
 
 /// Junk commands allowed between two transactions (Postfix uses 100 too).
@@ -111,6 +116,7 @@ impl Session {
             rcpts: Vec::new(),
             errors: 0,
             junk: 0,
+            transactions: 0,
         }
     }
 
@@ -175,13 +181,23 @@ impl Session {
         match request {
             Request::Ehlo { host } => {
                 self.reset();
-                self.helo = Some(host.to_string());
-                Action::Reply(reply::ehlo(&self.hostname, &host, &self.capabilities))
+                let again = self.helo.replace(host.to_string()).is_some();
+                let r = reply::ehlo(&self.hostname, &host, &self.capabilities);
+                if again {
+                    self.junk(r)
+                } else {
+                    Action::Reply(r)
+                }
             }
             Request::Helo { host } => {
                 self.reset();
-                self.helo = Some(host.to_string());
-                Action::Reply(reply::helo(&self.hostname))
+                let again = self.helo.replace(host.to_string()).is_some();
+                let r = reply::helo(&self.hostname);
+                if again {
+                    self.junk(r)
+                } else {
+                    Action::Reply(r)
+                }
             }
             Request::Mail { from } => {
                 if self.helo.is_none() {
@@ -208,6 +224,12 @@ impl Session {
                 {
                     return self.error(reply::sender_not_allowed(&user.name));
                 }
+                if self.transactions >= self.limits.max_transactions {
+                    metrics::counter!("postrelay_smtp_limits_total", "limit" => "transactions")
+                        .increment(1);
+                    return Action::Close(reply::too_many_transactions());
+                }
+                self.transactions += 1;
                 self.mail_from = Some(addr.to_string());
                 self.junk = 0;
                 Action::Reply(reply::sender_ok())
@@ -221,8 +243,9 @@ impl Session {
                     return self.error(reply::bad_recipient());
                 }
                 if self.rcpts.len() >= self.limits.max_recipients {
-                    // Not counted as an error: the client sends the rest in the next transaction.
-                    return Action::Reply(reply::too_many_recipients(self.limits.max_recipients));
+                    // Not an error at first: the client sends the rest in the
+                    // next transaction. Endless ones count as junk.
+                    return self.junk(reply::too_many_recipients(self.limits.max_recipients));
                 }
                 if !self.rcpts.iter().any(|r| r.eq_ignore_ascii_case(addr)) {
                     self.rcpts.push(addr.to_string());
@@ -330,6 +353,7 @@ impl Session {
     pub fn error(&mut self, r: Reply) -> Action {
         self.errors += 1;
         if self.errors > self.limits.max_errors {
+            metrics::counter!("postrelay_smtp_limits_total", "limit" => "errors").increment(1);
             Action::Close(reply::too_many_errors())
         } else {
             Action::Reply(r)
@@ -363,6 +387,7 @@ mod tests {
                 max_recipients: 2,
                 max_errors: 3,
                 max_header_size: 1000,
+                max_transactions: 3,
             },
             Capabilities::standard(1000),
             Client::trusted(),
@@ -500,6 +525,7 @@ mod access_tests {
             max_recipients: 2,
             max_errors: 10,
             max_header_size: 1000,
+            max_transactions: 3,
         };
         let capabilities = Capabilities {
             starttls,
@@ -585,6 +611,7 @@ mod auth_tests {
             max_recipients: 2,
             max_errors: 10,
             max_header_size: 1000,
+            max_transactions: 3,
         };
         let mut capabilities = Capabilities::standard(1000);
         if client.offers_auth() {
@@ -664,5 +691,77 @@ mod auth_tests {
         );
         assert_eq!(code(run(&mut s, "MAIL FROM:<billing@example.com>")).0, 250);
         assert_eq!(code(run(&mut s, "AUTH PLAIN AGEAYg==")).0, 503);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn session() -> Session {
+        let limits = Limits {
+            max_message_size: 1000,
+            max_recipients: 1,
+            max_errors: 2,
+            max_header_size: 1000,
+            max_transactions: 2,
+        };
+        Session::new(
+            "relay.test".into(),
+            limits,
+            Capabilities::standard(1000),
+            Client::trusted(),
+        )
+    }
+
+    fn run(s: &mut Session, line: &str) -> Action {
+        let bytes = format!("{line}\r\n").into_bytes();
+        s.command(Request::parse(&mut bytes.iter()))
+    }
+
+    #[test]
+    fn transactions_past_the_cap_close_the_session() {
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        for _ in 0..2 {
+            assert!(
+                matches!(run(&mut s, "MAIL FROM:<a@b.example>"), Action::Reply(r) if r.code == 250)
+            );
+            run(&mut s, "RSET");
+        }
+        assert!(
+            matches!(run(&mut s, "MAIL FROM:<a@b.example>"), Action::Close(r) if r.code == 421 && r.status == "4.7.0")
+        );
+    }
+
+    #[test]
+    fn endless_ehlo_or_over_cap_recipients_end_the_session() {
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        let mut closed = false;
+        for _ in 0..=JUNK_LIMIT + 2 {
+            if matches!(run(&mut s, "EHLO c"), Action::Close(_)) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "EHLO loop cut off");
+
+        let mut s = session();
+        run(&mut s, "EHLO c");
+        run(&mut s, "MAIL FROM:<a@b.example>");
+        run(&mut s, "RCPT TO:<x@y.example>");
+        let mut closed = false;
+        for _ in 0..=JUNK_LIMIT + 2 {
+            match run(&mut s, "RCPT TO:<z@y.example>") {
+                Action::Close(_) => {
+                    closed = true;
+                    break;
+                }
+                Action::Reply(r) => assert_eq!(r.code, 452),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(closed, "over-cap RCPT loop cut off");
     }
 }
