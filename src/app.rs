@@ -154,8 +154,14 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             spool: spool.clone(),
             health: health.clone(),
             metrics,
+            disk: Arc::new(std::sync::Mutex::new(Ok(()))),
         };
-        tokio::spawn(admin_http::serve(listener, state, shutdown.clone()))
+        let http = cfg.http.clone().unwrap_or_default();
+        let limits = admin_http::Limits {
+            max_connections: http.max_connections,
+            header_read_timeout: http.header_read_timeout.0,
+        };
+        tokio::spawn(admin_http::serve(listener, state, limits, shutdown.clone()))
     });
     tracing::info!(
         backend = sender.name(),

@@ -217,7 +217,10 @@ fn sighup_reloads_the_certificate_without_dropping_the_listener() {
 #[test]
 fn a_session_is_cut_off_at_its_time_limit_whatever_it_does() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml("[smtp]\nmax_session_time = \"1s\"\n"));
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml("[smtp]\nmax_session_time = \"1s\"\n"),
+    );
     let mut c = relay.session();
     c.cmd("MAIL FROM:<a@example.com>", "250");
     c.cmd("RCPT TO:<b@example.org>", "250");
@@ -238,4 +241,42 @@ fn a_session_is_cut_off_at_its_time_limit_whatever_it_does() {
     assert!(said.starts_with("421 4.4.2"), "{said}");
     assert!(said.contains("session time limit"), "{said}");
     assert!(relay.files_in("queue", "json").is_empty(), "nothing queued");
+}
+
+#[test]
+fn the_admin_listener_caps_connections_and_closes_silent_ones() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let setup = Setup::toml("[http]\nmax_connections = 2\nheader_read_timeout = \"500ms\"\n")
+        .env("POSTRELAY_HTTP__LISTEN", "127.0.0.1:0");
+    let relay = Relay::start(dir.path(), &setup);
+    let http = relay.http.unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(http).unwrap())
+        .collect();
+    // Let the daemon accept both before the third arrives.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = std::net::TcpStream::connect(http).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = third.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "over the cap: closed without an answer");
+    // The silent ones are closed after header_read_timeout ...
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "closed");
+    }
+    // ... which frees their slots.
+    relay.wait_for("a served /healthz", 10, || {
+        let mut c = std::net::TcpStream::connect(http).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut s = String::new();
+        let _ = c.read_to_string(&mut s);
+        s.starts_with("HTTP/1.0 200") || s.starts_with("HTTP/1.1 200")
+    });
 }

@@ -132,6 +132,21 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
             ));
         }
     }
+    if let Some(http) = &c.http {
+        if http.max_connections == 0 || http.max_connections > 10_000 {
+            return Err(key_error(
+                "http.max_connections",
+                "must be between 1 and 10000, e.g. 64",
+            ));
+        }
+        let t = http.header_read_timeout.0;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(300) {
+            return Err(key_error(
+                "http.header_read_timeout",
+                "must be between 100ms and 5m, e.g. \"10s\"",
+            ));
+        }
+    }
     let listens = std::iter::once(s.listen).chain(s.tls.as_ref().and_then(|t| t.listen));
     let outside_can_send = auth_configured(c)
         || s.allowed_networks.iter().any(|n| !n.is_loopback()) && !s.require_auth;

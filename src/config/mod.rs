@@ -262,12 +262,18 @@ pub struct PostalConfig {
 pub struct HttpConfig {
     #[serde(deserialize_with = "load::socket_addr")]
     pub listen: SocketAddr,
+    /// Open connections at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Silence allowed on a connection (a request's headers, an idle keep-alive).
+    pub header_read_timeout: Dur,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9025)),
+            max_connections: 64,
+            header_read_timeout: Dur::secs(10),
         }
     }
 }

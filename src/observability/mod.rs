@@ -6,6 +6,7 @@
 pub mod escape;
 pub mod health;
 pub mod http;
+pub mod http_limits;
 pub mod maillog;
 pub mod metrics;
 pub mod notify;
