@@ -119,8 +119,10 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             max_errors: cfg.smtp.max_errors,
             max_header_size: cfg.smtp.max_header_size,
             max_transactions: cfg.smtp.max_transactions,
+            postmaster: format!("postmaster@{}", cfg.smtp.hostname),
         },
         max_session_time: cfg.smtp.max_session_time.0,
+        received_header: cfg.smtp.received_header,
         slots: Arc::new(Semaphore::new(cfg.smtp.max_connections)),
         per_address: PerAddress::new(cfg.smtp.max_connections_per_ip),
         access: Policy {

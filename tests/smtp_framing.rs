@@ -61,6 +61,7 @@ impl Driver {
             max_errors,
             max_header_size: MAX_HEADER,
             max_transactions: 1000,
+            postmaster: "postmaster@relay.test".into(),
         };
         Driver {
             framer: LineFramer::new(4096),

@@ -155,6 +155,8 @@ pub struct SmtpConfig {
     pub max_session_time: Dur,
     /// Transactions (`MAIL` commands) per session; then `421 4.7.0`.
     pub max_transactions: u32,
+    /// Prepend a `Received:` trace header to every accepted message.
+    pub received_header: bool,
 }
 
 impl Default for SmtpConfig {
@@ -180,6 +182,7 @@ impl Default for SmtpConfig {
             auth_passthrough: false,
             max_session_time: Dur::secs(3600),
             max_transactions: 1000,
+            received_header: true,
         }
     }
 }

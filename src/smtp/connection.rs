@@ -21,6 +21,7 @@ use super::capabilities::Capabilities;
 use super::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
 use super::reply::{self, Reply};
 use super::session::{Action, Client, Session};
+use super::trace::{Trace, received};
 use crate::observability::escape::escape;
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
@@ -388,11 +389,28 @@ where
         };
         reply::start_data().write_to(&mut self.out);
         self.flush().await.map_err(|_| Stop::Gone)?;
+        let mut write_error: Option<SpoolError> = None;
+        if self.shared.received_header
+            && let Some(inc) = incoming.as_mut()
+        {
+            let trace = Trace {
+                helo: self.session.helo(),
+                client: self.peer.ip(),
+                hostname: self.session.hostname(),
+                tls: self.session.client().tls,
+                user: self.session.user().map(|u| u.name.as_str()),
+                id: inc.id(),
+                at: std::time::SystemTime::now(),
+            };
+            let header = received(&trace);
+            if let Err(e) = inc.write(header.as_bytes()).await {
+                write_error = Some(e);
+            }
+        }
 
         let limits = &self.shared.limits;
         let mut framer = DataFramer::new(limits.max_message_size, limits.max_header_size);
         let mut decoded = Vec::with_capacity(READ_BUF + READ_BUF / 32);
-        let mut write_error: Option<SpoolError> = None;
         let started = Instant::now();
         let mut received = rest.len() as u64;
         let mut ended = leftover(framer.push(rest, &mut decoded), rest);

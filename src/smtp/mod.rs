@@ -18,6 +18,7 @@ mod connection;
 pub mod reply;
 pub mod session;
 pub mod tls;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct Shared {
     pub data_timeout: Duration,
     /// `smtp.max_session_time`: the whole session, DATA included.
     pub max_session_time: Duration,
+    /// `smtp.received_header`: prepend a `Received:` trace header.
+    pub received_header: bool,
     /// Shared by every DATA-time check (`smtp.check_memory`).
     pub check_budget: CheckBudget,
 }

@@ -258,6 +258,13 @@ pub fn bad_parameter(param: &str) -> Reply {
         format!("Unsupported or invalid parameter {param}"),
     )
 }
+pub fn needs_smtputf8() -> Reply {
+    Reply::new(
+        553,
+        "5.6.7",
+        "Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM",
+    )
+}
 pub fn bad_sender() -> Reply {
     Reply::new(553, "5.1.7", "Invalid sender address")
 }

@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_header_size: usize,
     /// `MAIL` commands accepted in one session; the next gets `421 4.7.0`.
     pub max_transactions: u32,
+    /// Where `RCPT TO:<postmaster>` goes (RFC 5321 §4.5.1: always accepted).
+    pub postmaster: String,
 }
 
 /// What the connection knows about the client before its first command.
@@ -85,6 +87,8 @@ pub struct Session {
     user: Option<User>,
     helo: Option<String>,
     mail_from: Option<String>,
+    /// The transaction's `MAIL` carried `SMTPUTF8`.
+    smtputf8: bool,
     rcpts: Vec<String>,
     errors: u32,
     /// NOOP/RSET/VRFY/HELP, repeated HELO/EHLO and recipients over the cap
@@ -113,6 +117,7 @@ impl Session {
             user: None,
             helo: None,
             mail_from: None,
+            smtputf8: false,
             rcpts: Vec::new(),
             errors: 0,
             junk: 0,
@@ -155,6 +160,11 @@ impl Session {
         self.client
     }
 
+    /// The name the client gave in HELO/EHLO, as sent.
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
     /// The account the client authenticated as, if any.
     pub fn user(&self) -> Option<&User> {
         self.user.as_ref()
@@ -169,6 +179,7 @@ impl Session {
     /// authenticated user stays.
     pub fn reset(&mut self) {
         self.mail_from = None;
+        self.smtputf8 = false;
         self.rcpts.clear();
     }
 
@@ -219,6 +230,10 @@ impl Session {
                 if !addr.is_empty() && !valid_mailbox(addr) {
                     return self.error(reply::bad_sender());
                 }
+                let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+                if !smtputf8 && !addr.is_ascii() {
+                    return self.error(reply::needs_smtputf8());
+                }
                 if let Some(user) = &self.user
                     && !sender_allowed(&user.allowed_from, addr)
                 {
@@ -230,6 +245,7 @@ impl Session {
                     return Action::Close(reply::too_many_transactions());
                 }
                 self.transactions += 1;
+                self.smtputf8 = smtputf8;
                 self.mail_from = Some(addr.to_string());
                 self.junk = 0;
                 Action::Reply(reply::sender_ok())
@@ -239,8 +255,16 @@ impl Session {
                     return self.error(reply::bad_sequence("need MAIL before RCPT"));
                 }
                 let addr = to.address.trim();
+                let addr = if addr.eq_ignore_ascii_case("postmaster") {
+                    self.limits.postmaster.as_str()
+                } else {
+                    addr
+                };
                 if !valid_mailbox(addr) {
                     return self.error(reply::bad_recipient());
+                }
+                if !self.smtputf8 && !addr.is_ascii() {
+                    return self.error(reply::needs_smtputf8());
                 }
                 if self.rcpts.len() >= self.limits.max_recipients {
                     // Not an error at first: the client sends the rest in the
@@ -388,6 +412,7 @@ mod tests {
                 max_errors: 3,
                 max_header_size: 1000,
                 max_transactions: 3,
+                postmaster: "postmaster@relay.test".into(),
             },
             Capabilities::standard(1000),
             Client::trusted(),
@@ -526,6 +551,7 @@ mod access_tests {
             max_errors: 10,
             max_header_size: 1000,
             max_transactions: 3,
+            postmaster: "postmaster@relay.test".into(),
         };
         let capabilities = Capabilities {
             starttls,
@@ -612,6 +638,7 @@ mod auth_tests {
             max_errors: 10,
             max_header_size: 1000,
             max_transactions: 3,
+            postmaster: "postmaster@relay.test".into(),
         };
         let mut capabilities = Capabilities::standard(1000);
         if client.offers_auth() {
@@ -705,6 +732,7 @@ mod limit_tests {
             max_errors: 2,
             max_header_size: 1000,
             max_transactions: 2,
+            postmaster: "postmaster@relay.test".into(),
         };
         Session::new(
             "relay.test".into(),
@@ -763,5 +791,56 @@ mod limit_tests {
             }
         }
         assert!(closed, "over-cap RCPT loop cut off");
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    fn session() -> Session {
+        let limits = Limits {
+            max_message_size: 1000,
+            max_recipients: 10,
+            max_errors: 10,
+            max_header_size: 1000,
+            max_transactions: 10,
+            postmaster: "admin@example.com".into(),
+        };
+        Session::new(
+            "relay.test".into(),
+            limits,
+            Capabilities::standard(1000),
+            Client::trusted(),
+        )
+    }
+
+    fn code(s: &mut Session, line: &str) -> (u16, &'static str) {
+        let bytes = format!("{line}\r\n").into_bytes();
+        match s.command(crate::smtp::codec::parse_command(&bytes)) {
+            Action::Reply(r) | Action::Close(r) => (r.code, r.status),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_ascii_addresses_need_the_smtputf8_parameter() {
+        let mut s = session();
+        code(&mut s, "EHLO c");
+        assert_eq!(code(&mut s, "MAIL FROM:<zoë@example.com>"), (553, "5.6.7"));
+        assert_eq!(code(&mut s, "MAIL FROM:<a@example.com>").0, 250);
+        assert_eq!(code(&mut s, "RCPT TO:<jürgen@example.de>"), (553, "5.6.7"));
+        code(&mut s, "RSET");
+        assert_eq!(code(&mut s, "MAIL FROM:<zoë@example.com> SMTPUTF8").0, 250);
+        assert_eq!(code(&mut s, "RCPT TO:<jürgen@example.de>").0, 250);
+    }
+
+    #[test]
+    fn postmaster_is_always_accepted_and_goes_to_the_admin() {
+        let mut s = session();
+        code(&mut s, "EHLO c");
+        code(&mut s, "MAIL FROM:<a@example.com>");
+        assert_eq!(code(&mut s, "RCPT TO:<Postmaster>"), (250, "2.1.5"));
+        assert_eq!(s.envelope().rcpt_to, ["admin@example.com"]);
     }
 }
