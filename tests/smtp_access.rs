@@ -170,7 +170,7 @@ fn a_stalled_handshake_is_cut_off_and_a_bad_one_leaves_the_listener_serving() {
     let toml = tls_toml(
         &cert,
         &key,
-        "listen = \"127.0.0.1:0\"\nhandshake_timeout = \"300ms\"",
+        "listen = \"127.0.0.1:0\"\nhandshake_timeout = \"1s\"",
     );
     let relay = Relay::start(dir.path(), &Setup::toml(&toml));
     let implicit = tls_addr(&relay);
