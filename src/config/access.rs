@@ -220,6 +220,73 @@ fn users(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Start-up warnings about secrets others may read: a secret file readable
+/// by group or others, and inline secrets in a config file anyone can read.
+/// `env_secrets` lists the inline secret keys the environment set (they are
+/// not in the file).
+pub(super) fn permission_warnings(
+    c: &Config,
+    path: Option<&std::path::Path>,
+    env_secrets: &[&str],
+) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
+    let mut files: Vec<(String, Option<&PathBuf>)> = vec![
+        (
+            "postmark.server_token_file".into(),
+            c.postmark.server_token_file.as_ref(),
+        ),
+        ("postal.api_key_file".into(), c.postal.api_key_file.as_ref()),
+        (
+            "smtp.tls.key_file".into(),
+            c.smtp.tls.as_ref().map(|t| &t.key_file),
+        ),
+    ];
+    for (i, u) in c.users.iter().enumerate() {
+        files.push((
+            format!("users[{i}].password_file"),
+            u.password_file.as_ref(),
+        ));
+        files.push((
+            format!("users[{i}].server_token_file"),
+            u.server_token_file.as_ref(),
+        ));
+        files.push((format!("users[{i}].api_key_file"), u.api_key_file.as_ref()));
+    }
+    let mut warnings: Vec<String> = files
+        .into_iter()
+        .filter_map(|(key, p)| {
+            let p = p?;
+            let m = mode(p)?;
+            (m & 0o077 != 0).then(|| {
+                format!(
+                    "{key}: {} is readable by group or others (mode {:04o}): chmod 600 it",
+                    p.display(),
+                    m & 0o7777
+                )
+            })
+        })
+        .collect();
+    let inline = (c.postmark.server_token.is_some()
+        && !env_secrets.contains(&"postmark__server_token"))
+        || (c.postal.api_key.is_some() && !env_secrets.contains(&"postal__api_key"))
+        || c.users
+            .iter()
+            .any(|u| u.server_token.is_some() || u.api_key.is_some());
+    if let Some(path) = path
+        && inline
+        && let Some(m) = mode(path)
+        && m & 0o004 != 0
+    {
+        warnings.push(format!(
+            "{} holds secrets inline and anyone on this host can read it (mode {:04o}): chmod 600 it, or move the secrets to *_file keys",
+            path.display(),
+            m & 0o7777
+        ));
+    }
+    warnings
+}
+
 /// True when some client can authenticate.
 pub(super) fn auth_configured(c: &Config) -> bool {
     !c.users.is_empty() || c.smtp.auth_passthrough
@@ -316,6 +383,58 @@ mod tests {
         );
         let l = load_toml("", &[], Mode::Tools).unwrap();
         assert!(!l.warnings.iter().any(|w| w.contains("only loopback")));
+    }
+
+    #[test]
+    fn readable_secret_files_and_world_readable_inline_secrets_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k3n\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let toml = format!(
+            "[postmark]\nserver_token_file = {:?}\n",
+            token.display().to_string()
+        );
+        let l = load_toml(&toml, &[], Mode::Full).unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.starts_with("postmark.server_token_file:") && w.contains("0644")),
+            "{:?}",
+            l.warnings
+        );
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let l = load_toml(&toml, &[], Mode::Full).unwrap();
+        assert!(
+            !l.warnings.iter().any(|w| w.contains("readable")),
+            "{:?}",
+            l.warnings
+        );
+
+        // load_toml writes the file with the umask's mode; make it world-readable.
+        let path = dir.path().join("inline.toml");
+        std::fs::write(&path, "[postmark]\nserver_token = \"t0k3n\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let l = super::super::load_with(Some(&path), &Default::default(), Mode::Full).unwrap();
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.contains("holds secrets inline")),
+            "{:?}",
+            l.warnings
+        );
+        let env = std::collections::HashMap::from([(
+            "POSTRELAY_POSTMARK__SERVER_TOKEN".to_string(),
+            "t0k3n".to_string(),
+        )]);
+        std::fs::write(&path, "").unwrap();
+        let l = super::super::load_with(Some(&path), &env, Mode::Full).unwrap();
+        assert!(
+            !l.warnings.iter().any(|w| w.contains("inline")),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

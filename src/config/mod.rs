@@ -373,7 +373,14 @@ pub fn load_with(
         Mode::Full => Some(secrets::resolve(&config, &overrides, env)?),
         Mode::Tools => None,
     };
-    let warnings = validate::validate(&config, secrets.as_ref())?;
+    let mut warnings = validate::validate(&config, secrets.as_ref())?;
+    if mode == Mode::Full {
+        let env_secrets: Vec<&str> = ["postmark__server_token", "postal__api_key"]
+            .into_iter()
+            .filter(|k| overrides.contains_key(*k))
+            .collect();
+        warnings.extend(access::permission_warnings(&config, path, &env_secrets));
+    }
     Ok(Loaded {
         config,
         secrets: secrets.unwrap_or_default(),
