@@ -190,9 +190,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             tracker.clone(),
         ))
     });
-    if let Some(tls) = tls {
-        reload_on_sighup(tls, shutdown.clone())?;
-    }
+    reload_on_sighup(tls, shutdown.clone())?;
     let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
         smtp::Mode::Plain,
@@ -229,8 +227,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Reads the certificate and key again on each SIGHUP; the listeners stay
-/// up and a bad pair leaves the current one in use.
-fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// up and a bad pair leaves the current one in use. Without TLS a SIGHUP
+/// is logged and ignored (it never stops the daemon).
+fn reload_on_sighup(tls: Option<Arc<Tls>>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     tokio::spawn(async move {
         loop {
@@ -238,6 +237,10 @@ fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) -> anyhow::Resul
                 _ = shutdown.cancelled() => break,
                 got = hup.recv() => if got.is_none() { break },
             }
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: nothing to reload (no [smtp.tls])");
+                continue;
+            };
             match tls.reload() {
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                 Err(e) => {

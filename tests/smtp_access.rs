@@ -280,3 +280,13 @@ fn the_admin_listener_caps_connections_and_closes_silent_ones() {
         s.starts_with("HTTP/1.0 200") || s.starts_with("HTTP/1.1 200")
     });
 }
+
+#[test]
+fn sighup_without_tls_is_ignored_and_the_daemon_keeps_serving() {
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::default());
+    support::signal(relay.child.id(), "HUP");
+    relay.wait_log("SIGHUP: nothing to reload", 20);
+    let mut c = relay.session();
+    c.cmd("QUIT", "221");
+}
