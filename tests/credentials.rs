@@ -114,4 +114,24 @@ fn each_message_goes_with_its_own_credential_and_a_rejected_one_holds_only_its_m
         "a passthrough token is never logged"
     );
     assert!(!relay.log().contains("cron-token-rejected"));
+
+    // While cron's credential is paused, its next message is held without a call.
+    send_as(&relay, "cron", "letmein99", "from-cron-again");
+    relay.wait_for("both cron messages held", 20, || {
+        let files = relay.files_in("queue", "json");
+        files.len() == 2
+            && files.iter().all(|f| {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                text.contains("\"held\": true") || text.contains("\"held\":true")
+            })
+    });
+    let cron_calls = api
+        .requests()
+        .iter()
+        .filter(|r| r.header("X-Postmark-Server-Token") == Some("cron-token-rejected"))
+        .count();
+    assert_eq!(
+        cron_calls, 1,
+        "one probe per period, not one call per held message"
+    );
 }

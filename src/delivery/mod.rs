@@ -65,6 +65,9 @@ pub struct Engine {
     ages: Ages,
     /// Per-message credentials (users' own tokens, passthrough).
     credentials: credentials::CredentialBook,
+    /// One gate per credential of its own (by label): a rejected one is
+    /// probed once per period instead of once per held message.
+    own_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
 }
 
 impl Engine {
@@ -89,7 +92,15 @@ impl Engine {
             gate: Gate::default(),
             ages: Ages::default(),
             credentials: credentials::CredentialBook::default(),
+            own_gates: Default::default(),
         }
+    }
+
+    /// The gate of a message's own credential; `None` for the global one.
+    fn own_gate(&self, credential: &crate::spool::Credential) -> Option<Arc<Gate>> {
+        self.credentials.resolve(credential)?;
+        let mut gates = self.own_gates.lock().unwrap_or_else(|p| p.into_inner());
+        Some(gates.entry(credential.label()).or_default().clone())
     }
 
     /// Sends each message with the credential its record names, looked up in `book`.

@@ -56,12 +56,19 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// How logs and `/readyz` name it: never the secret.
+    /// How logs and `/readyz` name it: never the secret. Passthrough
+    /// tokens are told apart by a short fingerprint (32 bits of a SipHash
+    /// of the token), which does not reveal it.
     pub fn label(&self) -> String {
         match self {
             Credential::Global => "global".into(),
             Credential::User(name) => format!("user {name}"),
-            Credential::Passthrough(_) => "passthrough".into(),
+            Credential::Passthrough(token) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                token.hash(&mut h);
+                format!("passthrough {:08x}", h.finish() as u32)
+            }
         }
     }
 }
