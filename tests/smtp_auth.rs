@@ -205,3 +205,69 @@ fn auth_is_not_offered_without_accounts() {
     assert!(!ehlo.contains("AUTH"), "{ehlo}");
     c.cmd(&format!("AUTH PLAIN {}", plain("a", "b")), "502");
 }
+
+/// swaks `--tls -a` (STARTTLS, then AUTH) against a test certificate.
+#[test]
+fn swaks_with_tls_and_auth_sends_through_the_relay() {
+    let dir = tempdir();
+    let (setup, _) = setup(dir.path(), "require_auth = true");
+    let relay = Relay::start(dir.path(), &setup);
+    let out = Command::new("swaks")
+        .args(["--server", &relay.smtp.to_string(), "--tls"])
+        .args(["-a", "PLAIN", "-au", "billing", "-ap", "right horse"])
+        .args(["--from", "billing@example.com", "--to", "rcpt@example.org"])
+        .args(["--header", "From: billing@example.com", "--timeout", "20"])
+        .output()
+        .expect("swaks (apt install swaks)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("<-  220 2.0.0 Ready to start TLS"), "{text}");
+    assert!(text.contains("<~  235 2.7.0"), "AUTH over TLS: {text}");
+    assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
+}
+
+/// Python's smtplib, as Django uses it with `EMAIL_USE_TLS`, configured the
+/// way Postmark's SMTP service is: user name and password are the token.
+#[test]
+fn an_app_set_up_for_postmark_smtp_sends_unchanged_through_passthrough() {
+    let dir = tempdir();
+    let (cert, key) = make_cert(dir.path(), "relay");
+    let toml = format!(
+        "[smtp]\nauth_passthrough = true\nrequire_auth = true\n{}",
+        tls_toml(&cert, &key, "")
+    );
+    let relay = Relay::start(dir.path(), &Setup::toml(&toml));
+    let script = format!(
+        "import smtplib, ssl\n\
+         ctx = ssl.create_default_context(cafile={cert:?})\n\
+         s = smtplib.SMTP('localhost', {port}, timeout=20)\n\
+         s.starttls(context=ctx)\n\
+         token = '0a1b2c3d-0000-4000-8000-00000000abcd'\n\
+         s.login(token, token)\n\
+         s.sendmail('app@example.com', ['user@example.org'], 'From: app@example.com\\r\\nSubject: django\\r\\n\\r\\nhi\\r\\n')\n\
+         s.quit()\n",
+        cert = cert.display().to_string(),
+        port = relay.smtp.port(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    relay.wait_for("the dry-run output", 20, || {
+        relay.files_in("dry-run", "json").len() == 1
+    });
+    let queued = relay.log();
+    assert!(
+        !queued.contains("0a1b2c3d-0000"),
+        "the token is never logged"
+    );
+}
