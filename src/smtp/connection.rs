@@ -1,9 +1,10 @@
 //! One SMTP connection over any byte stream (TCP, or TLS from the first
-//! byte or after STARTTLS): reads bytes, frames them with the [`codec`](super::codec), feeds
-//! commands to the [`Session`], answers pipelined commands in order
-//! (flushing when the input runs dry), and streams DATA into the spool's
-//! temp file so memory stays flat whatever the message size. The `250`
-//! after DATA is sent only once [`Incoming::commit`] has returned.
+//! byte or after STARTTLS): reads bytes, frames them with the
+//! [`codec`](super::codec), feeds commands to the [`Session`], answers
+//! pipelined commands in order (flushing when the input runs dry), and
+//! streams DATA into the spool's temp file so memory stays flat whatever the
+//! message size. The `250` after DATA is sent only once
+//! [`Incoming::commit`] has returned. The AUTH exchange lives in `sasl`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::auth::{self, Mechanism, SaslError};
+use super::auth;
 use super::capabilities::Capabilities;
 use super::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
 use super::reply::{self, Reply};
@@ -33,6 +34,8 @@ const MIN_DATA_RATE: u64 = 512;
 /// Longest command line accepted, line end included (RFC 5321 asks for 512;
 /// extensions make lines longer).
 pub const MAX_LINE: usize = 4096;
+
+mod sasl;
 
 /// Why the connection ends early.
 enum Stop {
@@ -93,12 +96,6 @@ fn capabilities(shared: &Shared, client: Client) -> Capabilities {
         c.auth = auth::MECHANISMS.iter().map(|m| m.to_string()).collect();
     }
     c
-}
-
-/// How a SASL exchange ended short of a verdict.
-enum Exchange {
-    Stop(Stop),
-    Answer(Reply),
 }
 
 struct Conn<S> {
@@ -240,136 +237,6 @@ where
             match read {
                 Err(_) => return self.expired(),
                 Ok(Ok(0)) | Ok(Err(_)) => return Stop::Gone,
-                Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
-            }
-        }
-    }
-
-    /// Runs one AUTH exchange to its verdict: `235`, or `535` after the
-    /// failure delay, or `421` once the address has used up its failures.
-    async fn auth(&mut self, mechanism: Mechanism, initial: Option<String>) -> Result<(), Stop> {
-        let ip = self.peer.ip();
-        if self.shared.auth.throttle.blocked(ip, Instant::now()) {
-            metrics::counter!("postrelay_smtp_auth_total", "result" => "throttled").increment(1);
-            return Err(Stop::Say(reply::too_many_auth_failures()));
-        }
-        let creds = match self.sasl(mechanism, initial).await {
-            Ok(c) => c,
-            Err(Exchange::Stop(stop)) => return Err(stop),
-            Err(Exchange::Answer(r)) => {
-                return match self.session.error(r) {
-                    Action::Reply(r) => {
-                        r.write_to(&mut self.out);
-                        Ok(())
-                    }
-                    Action::Close(r) => Err(Stop::Say(r)),
-                    _ => Ok(()),
-                };
-            }
-        };
-        let accounts = self.shared.auth.accounts.clone();
-        let name = creds.user.clone();
-        let verdict = tokio::task::spawn_blocking(move || accounts.verify(&creds))
-            .await
-            .ok()
-            .flatten();
-        let auth = &self.shared.auth;
-        match verdict {
-            Some(user) => {
-                metrics::counter!("postrelay_smtp_auth_total", "result" => "success").increment(1);
-                tracing::info!(peer = %self.peer, user = %escape(&user.name), "authenticated");
-                self.session.authenticated(user);
-                reply::auth_ok().write_to(&mut self.out);
-                Ok(())
-            }
-            None => {
-                metrics::counter!("postrelay_smtp_auth_total", "result" => "failure").increment(1);
-                tracing::warn!(peer = %self.peer, user = %escape(&name), "authentication failed");
-                let exhausted = auth.throttle.fail(ip, Instant::now());
-                tokio::time::sleep(auth.failure_delay).await;
-                if exhausted {
-                    return Err(Stop::Say(reply::too_many_auth_failures()));
-                }
-                match self.session.error(reply::auth_failed()) {
-                    Action::Close(r) => Err(Stop::Say(r)),
-                    Action::Reply(r) => {
-                        r.write_to(&mut self.out);
-                        Ok(())
-                    }
-                    _ => Ok(()),
-                }
-            }
-        }
-    }
-
-    /// Collects the user name and password (PLAIN or LOGIN).
-    async fn sasl(
-        &mut self,
-        mechanism: Mechanism,
-        initial: Option<String>,
-    ) -> Result<auth::Credentials, Exchange> {
-        let undecodable = |e: SaslError| {
-            Exchange::Answer(match e {
-                SaslError::Cancelled => reply::auth_cancelled(),
-                _ => reply::auth_undecodable(),
-            })
-        };
-        match mechanism {
-            Mechanism::Plain => {
-                let message = match initial {
-                    Some(text) => auth::decode(text.as_bytes()),
-                    None => auth::decode(&self.sasl_line("").await?),
-                };
-                message
-                    .and_then(|m| auth::parse_plain(&m))
-                    .map_err(undecodable)
-            }
-            Mechanism::Login => {
-                let user = match initial {
-                    Some(text) => auth::decode(text.as_bytes()),
-                    None => auth::decode(&self.sasl_line(&auth::login_prompt(false)).await?),
-                }
-                .and_then(|u| auth::text(&u))
-                .map_err(undecodable)?;
-                let password = auth::decode(&self.sasl_line(&auth::login_prompt(true)).await?)
-                    .and_then(|p| auth::text(&p))
-                    .map_err(undecodable)?;
-                Ok(auth::Credentials {
-                    user,
-                    password: password.into(),
-                })
-            }
-        }
-    }
-
-    /// Sends a `334` challenge and reads one response line.
-    async fn sasl_line(&mut self, challenge: &str) -> Result<Vec<u8>, Exchange> {
-        reply::auth_challenge(challenge).write_to(&mut self.out);
-        self.framer.set_raw(true);
-        let line = self.raw_line().await;
-        self.framer.set_raw(false);
-        line
-    }
-
-    async fn raw_line(&mut self) -> Result<Vec<u8>, Exchange> {
-        let deadline = Instant::now() + self.shared.command_timeout;
-        loop {
-            match self.framer.next_frame() {
-                Some(Frame::Raw(line)) => return Ok(line),
-                Some(_) => return Err(Exchange::Answer(reply::line_too_long())),
-                None => {}
-            }
-            if self.flush().await.is_err() {
-                return Err(Exchange::Stop(Stop::Gone));
-            }
-            let read = tokio::time::timeout_at(
-                deadline.min(self.ends),
-                self.stream.read(&mut self.readbuf),
-            )
-            .await;
-            match read {
-                Err(_) => return Err(Exchange::Stop(self.expired())),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(Exchange::Stop(Stop::Gone)),
                 Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
             }
         }
