@@ -1,12 +1,20 @@
 # postrelay container image.
 #
 #   docker build -t postrelay .
-#   docker run -d --name postrelay -p 2525:2525 -p 127.0.0.1:9025:9025 \
+#   docker run -d --name postrelay -p 127.0.0.1:2525:2525 -p 127.0.0.1:9025:9025 \
+#       -e POSTRELAY_SMTP__ALLOWED_NETWORKS=127.0.0.0/8,172.17.0.1/32 \
 #       -v postrelay-spool:/var/spool/postrelay \
 #       -e POSTRELAY_BACKEND=postmark \
 #       -e POSTRELAY_POSTMARK__SERVER_TOKEN_FILE=/run/secrets/postmark-token \
 #       -v /etc/postrelay/postmark-token:/run/secrets/postmark-token:ro \
 #       --stop-timeout 40 postrelay
+#
+# Not an open relay: only loopback clients may send until
+# POSTRELAY_SMTP__ALLOWED_NETWORKS lists the network your clients come from
+# (above: the default bridge's gateway, which is where a port published on the
+# host's 127.0.0.1 arrives from; in Compose, the project network's subnet) or
+# [[users]] accounts exist; anyone else gets 554 5.7.1 at connect. Publishing
+# 2525 on every interface (-p 2525:2525) exposes it to the host's network.
 #
 # Without a config file the daemon runs on the embedded defaults (backend
 # dry-run) plus the POSTRELAY_* variables below. To use a file, mount it and

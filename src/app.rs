@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,10 +15,14 @@ use tokio_util::task::TaskTracker;
 use crate::backends;
 use crate::config::Loaded;
 use crate::control;
+use crate::delivery::credentials::CredentialBook;
 use crate::delivery::{Engine, Settings, backoff::Backoff};
 use crate::mapping::Mapper;
 use crate::observability::health::Health;
 use crate::observability::{http as admin_http, metrics as prom, notify};
+use crate::smtp::access::{PerAddress, Policy};
+use crate::smtp::auth::{Accounts, Throttle};
+use crate::smtp::tls::Tls;
 use crate::smtp::{self, session::Limits};
 use crate::spool::Spool;
 
@@ -65,6 +70,21 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on smtp.listen {}", cfg.smtp.listen))?;
     let smtp_addr = smtp_listener.local_addr()?;
+    let tls = match &cfg.smtp.tls {
+        Some(t) => Some(Arc::new(
+            Tls::new(&t.cert_file, &t.key_file, t.handshake_timeout.0)
+                .context("smtp.tls: cannot load the certificate")?,
+        )),
+        None => None,
+    };
+    let tls_listener = match cfg.smtp.tls.as_ref().and_then(|t| t.listen) {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on smtp.tls.listen {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = match &cfg.http {
         Some(http) => Some(
             TcpListener::bind(http.listen)
@@ -75,18 +95,21 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
-    let engine = Arc::new(Engine::new(
-        spool.clone(),
-        mapper.clone(),
-        sender.clone(),
-        Settings {
-            rate_limit: cfg.delivery.rate_limit,
-            backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
-            max_age: cfg.delivery.max_age.0,
-            concurrency: cfg.delivery.concurrency,
-        },
-        health.clone(),
-    ));
+    let engine = Arc::new(
+        Engine::new(
+            spool.clone(),
+            mapper.clone(),
+            sender.clone(),
+            Settings {
+                rate_limit: cfg.delivery.rate_limit,
+                backoff: Backoff::new(cfg.delivery.retry_initial.0, cfg.delivery.retry_max.0),
+                max_age: cfg.delivery.max_age.0,
+                concurrency: cfg.delivery.concurrency,
+            },
+            health.clone(),
+        )
+        .with_credentials(CredentialBook::new(loaded.secrets.user_tokens.clone())),
+    );
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
         mapper,
@@ -96,8 +119,29 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             max_recipients: cfg.smtp.max_recipients,
             max_errors: cfg.smtp.max_errors,
             max_header_size: cfg.smtp.max_header_size,
+            max_transactions: cfg.smtp.max_transactions,
+            postmaster: cfg.local.admin().map_or_else(
+                || format!("postmaster@{}", cfg.local.effective_domain()),
+                str::to_string,
+            ),
         },
-        max_connections: cfg.smtp.max_connections,
+        max_session_time: cfg.smtp.max_session_time.0,
+        received_header: cfg.smtp.received_header,
+        slots: Arc::new(Semaphore::new(cfg.smtp.max_connections)),
+        per_address: PerAddress::new(cfg.smtp.max_connections_per_ip),
+        access: Policy {
+            allowed_networks: cfg.smtp.allowed_networks.clone(),
+            require_auth: cfg.smtp.require_auth,
+            auth_available: cfg.auth_available(),
+            tls_required: cfg.smtp.tls.as_ref().is_some_and(|t| t.required),
+            allow_plaintext_auth: cfg.smtp.allow_plaintext_auth,
+        },
+        tls: tls.clone(),
+        auth: smtp::AuthSetup {
+            accounts: Arc::new(Accounts::from_config(cfg, &loaded.secrets)),
+            throttle: Throttle::new(cfg.smtp.max_auth_failures),
+            failure_delay: cfg.smtp.auth_failure_delay.0,
+        },
         command_timeout: cfg.smtp.command_timeout.0,
         data_timeout: cfg.smtp.data_timeout.0,
         check_budget: smtp::budget::CheckBudget::new(cfg.smtp.check_memory),
@@ -116,8 +160,14 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             spool: spool.clone(),
             health: health.clone(),
             metrics,
+            disk: Arc::new(std::sync::Mutex::new(Ok(()))),
         };
-        tokio::spawn(admin_http::serve(listener, state, shutdown.clone()))
+        let http = cfg.http.clone().unwrap_or_default();
+        let limits = admin_http::Limits {
+            max_connections: http.max_connections,
+            header_read_timeout: http.header_read_timeout.0,
+        };
+        tokio::spawn(admin_http::serve(listener, state, limits, shutdown.clone()))
     });
     tracing::info!(
         backend = sender.name(),
@@ -132,8 +182,22 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         "effective configuration (postrelay check-config prints all of it)"
     );
     tracing::info!(addr = %smtp_addr, backend = sender.name(), "smtp listening on {smtp_addr}");
+    let tls_task = tls_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, "smtp implicit TLS listening on {addr}");
+        }
+        tokio::spawn(smtp::serve(
+            listener,
+            smtp::Mode::ImplicitTls,
+            shared.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ))
+    });
+    reload_on_sighup(tls, shutdown.clone())?;
     let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
+        smtp::Mode::Plain,
         shared,
         shutdown.clone(),
         tracker.clone(),
@@ -151,6 +215,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         ("the maildrop importer", maildrop_task),
     ];
     core.extend(admin_task.map(|t| ("the admin HTTP listener", t)));
+    core.extend(tls_task.map(|t| ("the implicit-TLS SMTP listener", t)));
     let died = supervise(core, &shutdown, &health).await;
     tracker.close();
     let grace = cfg.shutdown_timeout.0;
@@ -167,6 +232,32 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         )),
         None => Ok(()),
     }
+}
+
+/// Reads the certificate and key again on each SIGHUP; the listeners stay
+/// up and a bad pair leaves the current one in use. Without TLS a SIGHUP
+/// is logged and ignored (it never stops the daemon).
+fn reload_on_sighup(tls: Option<Arc<Tls>>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                got = hup.recv() => if got.is_none() { break },
+            }
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: nothing to reload (no [smtp.tls])");
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays in use")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Waits for `shutdown` while the core tasks (the listeners, the delivery

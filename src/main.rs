@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use postrelay::cli::sendmail::args::{self, Mode};
 use postrelay::cli::sendmail::headers::Local;
-use postrelay::cli::{Cli, Command, QueueCommand, Target, queue, sendmail};
+use postrelay::cli::{Cli, Command, QueueCommand, Target, hash_password, queue, sendmail};
 use postrelay::{app, config, observability, shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +35,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Sendmail(a)) = &cli.command {
         return ExitCode::from(run_sendmail(&a.args, cli.config.as_deref()));
+    }
+    if let Some(Command::HashPassword) = &cli.command {
+        return match hash_password::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("postrelay: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let command = cli.command.unwrap_or(Command::Serve);
     // The queue tools need no credentials; the operator running them may not
@@ -66,7 +75,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Sendmail(_) => unreachable!("handled above"),
+        Command::Sendmail(_) | Command::HashPassword => unreachable!("handled above"),
         Command::Serve => serve(loaded),
     }
 }

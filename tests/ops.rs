@@ -449,3 +449,26 @@ fn sendmail_v_prints_the_final_reply_naming_the_queue_id() {
         "{request}"
     );
 }
+
+#[test]
+fn queue_show_spells_out_control_characters_from_the_message() {
+    let dir = tempdir();
+    let toml = unreachable_postmark();
+    let relay = Relay::start(dir.path(), &Setup::toml(&toml));
+    let mut c = relay.session();
+    let msg = "From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\x1b]0;pwned\x07\x1b[2J\r\n\r\nbody\r\n";
+    let r = c.send_mail("a@example.com", &["b@example.org"], msg);
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let id = support::queued_id(&r);
+    let out = cli(&relay, &toml, &["queue", "show", &id]);
+    let shown = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !shown.contains('\x1b') && !shown.contains('\x07'),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("Subject: hi\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+        "{shown}"
+    );
+}

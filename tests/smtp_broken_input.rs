@@ -58,7 +58,10 @@ fn bdat_chunk_larger_than_the_message_size_limit_closes_the_session() {
 #[test]
 fn dot_cr_cr_lf_does_not_end_data_and_a_smuggled_message_stays_inside() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml(&unreachable_postmark()).env("POSTRELAY_SMTP__RECEIVED_HEADER", "false"),
+    );
     let mut c = relay.session();
     c.cmd("MAIL FROM:<a@example.com>", "250");
     c.cmd("RCPT TO:<b@example.org>", "250");
@@ -86,7 +89,10 @@ fn dot_cr_cr_lf_does_not_end_data_and_a_smuggled_message_stays_inside() {
 #[test]
 fn a_read_boundary_between_the_final_cr_and_lf_leaves_no_stray_cr() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml(&unreachable_postmark()).env("POSTRELAY_SMTP__RECEIVED_HEADER", "false"),
+    );
     let mut c = relay.session();
     c.cmd("MAIL FROM:<a@example.com>", "250");
     c.cmd("RCPT TO:<b@example.org>", "250");

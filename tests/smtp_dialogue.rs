@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Relay, Setup, queued_id, simple_message, tempdir, unreachable_postmark};
+use support::{Relay, Setup, queued_id, read_json, simple_message, tempdir, unreachable_postmark};
 
 fn dry_run() -> Setup {
     Setup::toml("")
@@ -195,7 +195,11 @@ fn null_sender_is_accepted_and_delivered() {
 fn bare_lf_message_is_accepted_and_stored_with_crlf() {
     let dir = tempdir();
     // Delivery cannot happen, so the spooled message stays to be inspected.
-    let relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+    let relay = Relay::start(
+        dir.path(),
+        // The stored bytes are the client's: no trace header.
+        &Setup::toml(&unreachable_postmark()).env("POSTRELAY_SMTP__RECEIVED_HEADER", "false"),
+    );
     let mut c = relay.connect();
     c.expect("220");
     c.cmd("EHLO client", "250");
@@ -248,7 +252,11 @@ fn idle_client_is_told_421_when_the_command_timeout_passes() {
 #[test]
 fn empty_message_and_dot_stuffed_first_line_end_data_correctly() {
     let dir = tempdir();
-    let relay = Relay::start(dir.path(), &Setup::toml(&unreachable_postmark()));
+    let relay = Relay::start(
+        dir.path(),
+        // The stored bytes are the client's: no trace header.
+        &Setup::toml(&unreachable_postmark()).env("POSTRELAY_SMTP__RECEIVED_HEADER", "false"),
+    );
     let mut c = relay.connect();
     c.expect("220");
     c.cmd("EHLO client", "250");
@@ -466,4 +474,20 @@ fn garbage_on_many_connections_leaves_the_daemon_serving() {
         "daemon exited:\n{}",
         relay.log()
     );
+}
+
+#[test]
+fn mail_to_the_bare_postmaster_goes_to_the_admin_address() {
+    let dir = tempdir();
+    let setup = Setup::toml("[local]\nadmin_address = \"ops@example.com\"\n");
+    let relay = Relay::start(dir.path(), &setup);
+    let mut c = relay.session();
+    let r = c.send_mail("", &["postmaster"], &simple_message("to the postmaster"));
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    relay.wait_for("the dry-run request", 10, || {
+        !relay.files_in("dry-run", "json").is_empty()
+    });
+    let request = read_json(&relay.files_in("dry-run", "json")[0]);
+    // Not in To/Cc: the envelope-only recipient is a Bcc.
+    assert_eq!(request["Bcc"], "ops@example.com", "{request}");
 }

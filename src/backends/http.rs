@@ -281,6 +281,18 @@ impl Endpoint {
         })
     }
 
+    /// The same endpoint with another credential (a user's own token, a
+    /// passthrough token); `None` when it cannot go into a header.
+    pub fn with_credential(&self, secret: &SecretString) -> Option<Endpoint> {
+        let mut credential = reqwest::header::HeaderValue::from_str(secret.expose_secret()).ok()?;
+        credential.set_sensitive(true);
+        Some(Endpoint {
+            url: self.url.clone(),
+            header: self.header,
+            credential,
+        })
+    }
+
     /// The URL without user name and password, for `Debug` output.
     pub fn display(&self) -> String {
         display_url(&self.url)

@@ -23,6 +23,8 @@ pub use outcome::Outcome;
 #[path = "../../tests/support/api_mock.rs"]
 mod api_mock;
 
+use secrecy::SecretString;
+
 use crate::config::{BackendKind, Config, Secrets};
 use crate::mapping::ApiCall;
 
@@ -35,6 +37,19 @@ pub trait Sender: Send + Sync {
     /// Makes one API call for message `id`; `part` numbers the calls of a
     /// split message from 0.
     fn send<'a>(&'a self, id: &'a str, part: usize, call: &'a ApiCall) -> SendFuture<'a>;
+    /// Like [`send`](Self::send) with `credential` in place of the
+    /// configured one (a user's own token, a passthrough token); `None`
+    /// uses the configured one. Backends without credentials ignore it.
+    fn send_as<'a>(
+        &'a self,
+        id: &'a str,
+        part: usize,
+        call: &'a ApiCall,
+        credential: Option<&'a SecretString>,
+    ) -> SendFuture<'a> {
+        let _ = credential;
+        self.send(id, part, call)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +112,16 @@ impl Sender for postmark::PostmarkClient {
     fn send<'a>(&'a self, _id: &'a str, _part: usize, call: &'a ApiCall) -> SendFuture<'a> {
         Box::pin(postmark::PostmarkClient::send(self, call))
     }
+
+    fn send_as<'a>(
+        &'a self,
+        _id: &'a str,
+        _part: usize,
+        call: &'a ApiCall,
+        credential: Option<&'a SecretString>,
+    ) -> SendFuture<'a> {
+        Box::pin(postmark::PostmarkClient::send_with(self, call, credential))
+    }
 }
 
 /// Postal's `/api/v1/send/raw`: the message itself, one call for all recipients.
@@ -107,5 +132,15 @@ impl Sender for postal::PostalClient {
 
     fn send<'a>(&'a self, _id: &'a str, _part: usize, call: &'a ApiCall) -> SendFuture<'a> {
         Box::pin(postal::PostalClient::send(self, call))
+    }
+
+    fn send_as<'a>(
+        &'a self,
+        _id: &'a str,
+        _part: usize,
+        call: &'a ApiCall,
+        credential: Option<&'a SecretString>,
+    ) -> SendFuture<'a> {
+        Box::pin(postal::PostalClient::send_with(self, call, credential))
     }
 }

@@ -74,6 +74,31 @@ impl PostmarkClient {
     }
 
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
+    /// [`send`](Self::send) with `credential` in place of the configured
+    /// one when given; a credential that cannot go into a header is a
+    /// configuration fault of that credential alone.
+    pub async fn send_with<B: serde::Serialize + ?Sized + Sync>(
+        &self,
+        body: &B,
+        credential: Option<&SecretString>,
+    ) -> Outcome {
+        let Some(secret) = credential else {
+            return self.send(body).await;
+        };
+        let Some(endpoint) = self.endpoint.with_credential(secret) else {
+            return Outcome::ConfigFault {
+                code: None,
+                reason: "the message's own credential cannot be sent in an HTTP header".into(),
+            };
+        };
+        let original = Self {
+            client: self.client.clone(),
+            endpoint,
+            token: secret.clone(),
+        };
+        original.send(body).await
+    }
+
     pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
         let answered = http::post_json(&self.client, &self.endpoint, API, body).await;
         let outcome = match answered {

@@ -1,7 +1,9 @@
 //! The command line: `serve` (the default), `check-config`, `queue ...`
 //! (operator view and actions on the spool), and `sendmail` (the
-//! `/usr/sbin/sendmail` entry point for cron, PHP `mail()` and friends).
+//! `/usr/sbin/sendmail` entry point for cron, PHP `mail()` and friends),
+//! and `hash-password` (a PHC string for `[[users]]`).
 
+pub mod hash_password;
 pub mod queue;
 pub mod sendmail;
 mod submit;
@@ -36,6 +38,9 @@ pub enum Command {
     /// Submit a message from stdin to the local daemon, like sendmail(8).
     #[command(disable_help_flag = true)]
     Sendmail(SendmailArgs),
+    /// Print an argon2id hash for a [[users]] password_hash; the password
+    /// is read from stdin, or asked for on a terminal.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ use super::{QueueCommand, Target};
 use crate::config::Config;
 use crate::control::{self, Op, Report, Request};
 use crate::mapping::Mapper;
+use crate::observability::escape::escape;
 use crate::spool::{self, Area, Meta, RecipientState, Spool, SpoolError};
 
 /// Runs a queue command; returns the process exit code.
@@ -88,11 +89,11 @@ fn print_list(entries: &[Meta], as_json: bool, failed: bool) -> anyhow::Result<u
             "{:<26}  {:>6}  {:<30}  {:>5}  {:>8}  {:<10}  {}",
             m.id,
             age(now, m.received_at),
-            truncate(from, 30),
+            truncate(&escape(from), 30),
             m.envelope.rcpt_to.len(),
             m.attempts,
             next_or_code,
-            truncate(&err, 100)
+            truncate(&escape(&err), 100)
         )?;
     }
     writeln!(
@@ -157,7 +158,14 @@ fn show(root: &Path, id: &str, cfg: &Config) -> anyhow::Result<u8> {
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 2)
         .unwrap_or(raw.len());
-    out.write_all(&raw[..end])?;
+    // Client text: control characters (an OSC or CSI sequence in a
+    // Subject) are spelled out, never sent to the operator's terminal.
+    for line in raw[..end].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.is_empty() {
+            writeln!(out, "{}", escape(&String::from_utf8_lossy(line)))?;
+        }
+    }
     writeln!(
         out,
         "== {} request{}",

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    BackendKind, Config, ConfigError, Dur, ENV_CONFIG_PATH, ENV_PREFIX, LogFormat, key_error,
+    BackendKind, Cidr, Config, ConfigError, Dur, ENV_CONFIG_PATH, ENV_PREFIX, LogFormat, key_error,
 };
 
 /// `POSTRELAY_SMTP__LISTEN` → `smtp__listen`; the config path variable is not a key.
@@ -150,6 +150,36 @@ pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr,
     text.trim().parse().map_err(|e| {
         serde::de::Error::custom(format!("{e}, expected host:port, e.g. \"127.0.0.1:2525\""))
     })
+}
+
+/// An optional `host:port`.
+pub(super) fn opt_socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
+/// CIDR blocks: a TOML list, or one comma-separated string (the environment).
+pub(super) fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Form::deserialize(d)? {
+        Form::List(v) => v,
+        Form::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[cfg(test)]

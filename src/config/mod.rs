@@ -13,6 +13,8 @@
 //! credentials (`queue`, `sendmail`) load with [`Mode::Tools`], which leaves
 //! secrets unresolved.
 
+mod access;
+mod cidr;
 mod load;
 pub mod postmark;
 mod redact;
@@ -29,6 +31,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use access::{TlsConfig, UserConfig};
+pub use cidr::Cidr;
 pub use redact::without_userinfo;
 pub use secrets::Secrets;
 
@@ -93,6 +97,9 @@ pub struct Config {
     pub log: LogConfig,
     pub local: LocalConfig,
     pub sendmail: SendmailConfig,
+    /// SMTP AUTH accounts (`[[users]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
 }
 
 impl Default for Config {
@@ -110,6 +117,7 @@ impl Default for Config {
             log: LogConfig::default(),
             local: LocalConfig::default(),
             sendmail: SendmailConfig::default(),
+            users: Vec::new(),
         }
     }
 }
@@ -130,6 +138,30 @@ pub struct SmtpConfig {
     pub max_header_size: usize,
     /// Bytes all DATA-time checks together may use; other checks wait.
     pub check_memory: usize,
+    /// Clients that may send without AUTH (a list, or one comma-separated string).
+    #[serde(deserialize_with = "load::cidr_list")]
+    pub allowed_networks: Vec<Cidr>,
+    /// Every client authenticates, loopback and `allowed_networks` too.
+    pub require_auth: bool,
+    /// Concurrent sessions from one client address; more get `421 4.7.0`.
+    pub max_connections_per_ip: usize,
+    /// STARTTLS and the implicit-TLS listener; absent = no TLS.
+    pub tls: Option<TlsConfig>,
+    /// AUTH is offered without TLS to non-loopback clients too.
+    pub allow_plaintext_auth: bool,
+    /// Wait before each `535 5.7.8`.
+    pub auth_failure_delay: Dur,
+    /// AUTH failures per client address per 10 minutes; then `421 4.7.0`.
+    pub max_auth_failures: u32,
+    /// The AUTH password is the backend credential itself (a Postmark server
+    /// token, a Postal API key); the user name is ignored.
+    pub auth_passthrough: bool,
+    /// Longest a session may last, whatever it does; then `421 4.4.2`.
+    pub max_session_time: Dur,
+    /// Transactions (`MAIL` commands) per session; then `421 4.7.0`.
+    pub max_transactions: u32,
+    /// Prepend a `Received:` trace header to every accepted message.
+    pub received_header: bool,
 }
 
 impl Default for SmtpConfig {
@@ -145,6 +177,17 @@ impl Default for SmtpConfig {
             data_timeout: Dur::secs(600),
             max_header_size: 1024 * 1024,
             check_memory: 256 * 1024 * 1024,
+            allowed_networks: access::loopback_networks(),
+            require_auth: false,
+            max_connections_per_ip: 20,
+            tls: None,
+            allow_plaintext_auth: false,
+            auth_failure_delay: Dur::secs(1),
+            max_auth_failures: 5,
+            auth_passthrough: false,
+            max_session_time: Dur::secs(3600),
+            max_transactions: 1000,
+            received_header: true,
         }
     }
 }
@@ -237,12 +280,18 @@ pub struct PostalConfig {
 pub struct HttpConfig {
     #[serde(deserialize_with = "load::socket_addr")]
     pub listen: SocketAddr,
+    /// Open connections at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Silence allowed on a connection (a request's headers, an idle keep-alive).
+    pub header_read_timeout: Dur,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9025)),
+            max_connections: 64,
+            header_read_timeout: Dur::secs(10),
         }
     }
 }
@@ -383,7 +432,14 @@ pub fn load_with(
         Mode::Full => Some(secrets::resolve(&config, &overrides, env)?),
         Mode::Tools => None,
     };
-    let warnings = validate::validate(&config, secrets.as_ref())?;
+    let mut warnings = validate::validate(&config, secrets.as_ref())?;
+    if mode == Mode::Full {
+        let env_secrets: Vec<&str> = ["postmark__server_token", "postal__api_key"]
+            .into_iter()
+            .filter(|k| overrides.contains_key(*k))
+            .collect();
+        warnings.extend(access::permission_warnings(&config, path, &env_secrets));
+    }
     Ok(Loaded {
         config,
         secrets: secrets.unwrap_or_default(),

@@ -17,6 +17,11 @@ use super::{Config, ConfigError, key_error};
 pub struct Secrets {
     pub postmark_token: Option<SecretString>,
     pub postal_key: Option<SecretString>,
+    /// `[[users]]` passwords read from their `password_file`, by user name.
+    pub user_passwords: HashMap<String, SecretString>,
+    /// `[[users]]` own backend credentials (the chosen backend's: server
+    /// token or API key), by user name.
+    pub user_tokens: HashMap<String, SecretString>,
 }
 
 /// Where one secret may come from.
@@ -65,7 +70,53 @@ pub(super) fn resolve(
             },
             env,
         )?,
+        user_passwords: user_passwords(config)?,
+        user_tokens: user_tokens(config)?,
     })
+}
+
+/// Each user's own credential for the chosen backend, from the value or its `*_file`.
+fn user_tokens(config: &Config) -> Result<HashMap<String, SecretString>, ConfigError> {
+    let mut out = HashMap::new();
+    for (i, u) in config.users.iter().enumerate() {
+        let (field, value, file) = match config.backend {
+            super::BackendKind::Postal => ("api_key", &u.api_key, &u.api_key_file),
+            _ => ("server_token", &u.server_token, &u.server_token_file),
+        };
+        let key = format!("users[{i}].{field}");
+        let token = match (value, file) {
+            (Some(_), Some(_)) => {
+                return Err(key_error(
+                    &key,
+                    format!("set either {key} or {key}_file, not both"),
+                ));
+            }
+            (Some(v), None) => clean(&key, v.expose_secret(), None)?,
+            (None, Some(p)) => read_file(&format!("{key}_file"), p)?,
+            (None, None) => continue,
+        };
+        out.insert(u.name.clone(), token);
+    }
+    Ok(out)
+}
+
+/// Reads each `[[users]] password_file`; the password is trimmed and must not be empty.
+fn user_passwords(config: &Config) -> Result<HashMap<String, SecretString>, ConfigError> {
+    let mut out = HashMap::new();
+    for (i, u) in config.users.iter().enumerate() {
+        let Some(path) = &u.password_file else {
+            continue;
+        };
+        let key = format!("users[{i}].password_file");
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| key_error(&key, format!("cannot read {}: {e}", path.display())))?;
+        let password = text.trim();
+        if password.is_empty() {
+            return Err(key_error(&key, format!("{} is empty", path.display())));
+        }
+        out.insert(u.name.clone(), SecretString::from(password.to_string()));
+    }
+    Ok(out)
 }
 
 /// Precedence: `POSTRELAY_*` environment, then the file, then the root

@@ -22,11 +22,13 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// which skips the "backend needs a credential" checks. Returns the warnings.
 pub(super) fn validate(c: &Config, secrets: Option<&Secrets>) -> Result<Vec<String>, ConfigError> {
     smtp(c)?;
+    let mut warnings = super::access::validate(c)?;
     delivery(c)?;
     local(c)?;
     log_level(&c.log.level)?;
     postmark_defaults(c)?;
-    backend(c, secrets)
+    warnings.extend(backend(c, secrets)?);
+    Ok(warnings)
 }
 
 /// The `[postmark]` send defaults, held to the limits Postmark applies to

@@ -44,7 +44,9 @@ impl Engine {
         let spool = self.spool.clone();
         let result = match decision {
             Decision::Complete => {
-                self.health.clear_fault();
+                if self.credentials.resolve(&meta.credential).is_none() {
+                    self.health.clear_fault();
+                }
                 self.ages.forget(&id);
                 let removed = spool_call("spool remover", move || spool.complete(claim)).await;
                 removed

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use super::apply::blocking;
 use super::decide::{Attempt, Now, decide};
-use super::gate::LONG_RETRY_AFTER;
+use super::gate::{Admit, LONG_RETRY_AFTER};
 use crate::backends::Outcome;
 use crate::message::Envelope;
 use crate::observability::maillog;
@@ -38,13 +38,45 @@ impl Engine {
             }
             Err(_) => return self.probe_without_answer(probe),
         };
+        // A message's own credential has its own gate: while it is paused
+        // after a rejection, the message is held without a call.
+        let own_gate = self.own_gate(&meta.credential);
+        let mut own_probe = false;
+        if let Some(gate) = &own_gate {
+            self.probe_without_answer(probe);
+            match gate.admit(Instant::now()) {
+                Admit::All => {}
+                Admit::Probe => own_probe = true,
+                Admit::Until(_) => {
+                    let attempt = Attempt::ConfigFault {
+                        code: None,
+                        reason: format!(
+                            "{} was rejected; held until it is fixed",
+                            meta.credential.label()
+                        ),
+                    };
+                    return self.conclude(claim, meta, attempt).await;
+                }
+            }
+        }
         let Some((claim, meta, attempt, answered)) = self.attempt(claim, meta, raw, shutdown).await
         else {
+            if own_probe && let Some(gate) = &own_gate {
+                gate.probe_ended(Instant::now());
+            }
             return self.probe_without_answer(probe);
         };
-        if !answered {
-            self.probe_without_answer(probe);
+        match &own_gate {
+            Some(gate) if own_probe && !answered => gate.probe_ended(Instant::now()),
+            Some(_) => {}
+            None if !answered => self.probe_without_answer(probe),
+            None => {}
         }
+        self.conclude(claim, meta, attempt).await
+    }
+
+    /// Decides what becomes of the message after `attempt`, and records it.
+    async fn conclude(&self, claim: Claim, meta: Meta, attempt: Attempt) {
         let now = Instant::now();
         let clock = Now {
             at: now,
@@ -98,6 +130,11 @@ impl Engine {
         };
         let total = mapped.calls.len();
         let backend = self.sender.name();
+        // A message's own credential answers for its own mail only: its
+        // faults neither pause the backend nor make the daemon unready.
+        let own = self.credentials.resolve(&meta.credential);
+        let own_gate = self.own_gate(&meta.credential);
+        let label = meta.credential.label();
         // A part the API refuses for good does not stop the others: every
         // recipient gets its chance, then the message is dead-lettered for
         // the refused ones.
@@ -113,14 +150,26 @@ impl Engine {
                 meta.attempts += 1;
             }
             let started = std::time::Instant::now();
-            let outcome = self.sender.send(claim.id(), part, call).await;
+            let outcome = self
+                .sender
+                .send_as(claim.id(), part, call, own.as_ref())
+                .await;
             metrics::histogram!("postrelay_api_latency_seconds", "backend" => backend)
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("postrelay_delivery_attempts_total",
                 "backend" => backend, "outcome" => outcome_label(&outcome))
             .increment(1);
-            self.gate
-                .observe(&outcome, Instant::now(), self.policy.hold_for(0.0));
+            match &own_gate {
+                None => self
+                    .gate
+                    .observe(&outcome, Instant::now(), self.policy.hold_for(0.0)),
+                Some(gate) => {
+                    gate.observe(&outcome, Instant::now(), self.policy.hold_for(0.0));
+                    if matches!(outcome, Outcome::Delivered { .. }) {
+                        self.health.clear_credential_fault(&label);
+                    }
+                }
+            }
             match outcome {
                 Outcome::Delivered { api_id, note } => {
                     maillog::delivered(
@@ -152,6 +201,11 @@ impl Engine {
                         retry_after,
                     };
                     return Some((claim, meta, attempt, true));
+                }
+                Outcome::ConfigFault { code, reason } if own.is_some() => {
+                    tracing::error!(id = claim.id(), credential = %label, error = %reason, "the message's own credential was rejected; only mail using it is held");
+                    self.health.set_credential_fault(&label, &reason);
+                    return Some((claim, meta, Attempt::ConfigFault { code, reason }, true));
                 }
                 Outcome::ConfigFault { code, reason } => {
                     self.health.set_fault(&reason);

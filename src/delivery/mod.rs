@@ -17,6 +17,7 @@ pub mod age;
 mod apply;
 mod attempt;
 pub mod backoff;
+pub mod credentials;
 pub mod decide;
 pub mod gate;
 pub mod ratelimit;
@@ -62,6 +63,11 @@ pub struct Engine {
     health: Arc<Health>,
     gate: Gate,
     ages: Ages,
+    /// Per-message credentials (users' own tokens, passthrough).
+    credentials: credentials::CredentialBook,
+    /// One gate per credential of its own (by label): a rejected one is
+    /// probed once per period instead of once per held message.
+    own_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
 }
 
 impl Engine {
@@ -85,7 +91,22 @@ impl Engine {
             health,
             gate: Gate::default(),
             ages: Ages::default(),
+            credentials: credentials::CredentialBook::default(),
+            own_gates: Default::default(),
         }
+    }
+
+    /// The gate of a message's own credential; `None` for the global one.
+    fn own_gate(&self, credential: &crate::spool::Credential) -> Option<Arc<Gate>> {
+        self.credentials.resolve(credential)?;
+        let mut gates = self.own_gates.lock().unwrap_or_else(|p| p.into_inner());
+        Some(gates.entry(credential.label()).or_default().clone())
+    }
+
+    /// Sends each message with the credential its record names, looked up in `book`.
+    pub fn with_credentials(mut self, book: credentials::CredentialBook) -> Engine {
+        self.credentials = book;
+        self
     }
 
     /// Runs until `shutdown`; deliveries in flight are tracked by `tracker`

@@ -4,7 +4,8 @@
 //! not draining, no configuration fault from the backend; 503 with a JSON
 //! reason otherwise) and `GET /metrics` (Prometheus text format).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
+use super::http_limits::Capped;
 use crate::spool::Spool;
 
 #[derive(Clone)]
@@ -24,6 +26,19 @@ pub struct AdminState {
     pub spool: Arc<Spool>,
     pub health: Arc<Health>,
     pub metrics: Option<PrometheusHandle>,
+    /// The spool's last writability check, refreshed in the background:
+    /// a request never writes to the disk.
+    pub disk: Arc<Mutex<Result<(), String>>>,
+}
+
+/// How often the spool's writability is checked for `/readyz`.
+pub const DISK_CHECK_PERIOD: Duration = Duration::from_secs(5);
+
+/// The admin listener's limits (`[http]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -34,9 +49,36 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+/// Checks the spool now, then every [`DISK_CHECK_PERIOD`] until `shutdown`.
+async fn refresh_disk(state: AdminState, shutdown: CancellationToken) {
+    loop {
+        let spool = state.spool.clone();
+        let checked = tokio::task::spawn_blocking(move || spool.check_writable())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        *state.disk.lock().unwrap_or_else(|p| p.into_inner()) = checked;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DISK_CHECK_PERIOD) => {}
+        }
+    }
+}
+
+/// Serves until `shutdown`, within `limits`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let spool = state.spool.clone();
+    *state.disk.lock().unwrap_or_else(|p| p.into_inner()) =
+        tokio::task::spawn_blocking(move || spool.check_writable())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+    tokio::spawn(refresh_disk(state.clone(), shutdown.clone()));
     let app = router(state);
+    let listener = Capped::new(listener, limits.max_connections, limits.header_read_timeout);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -50,10 +92,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(st): State<AdminState>) -> impl IntoResponse {
-    let spool = st.spool.clone();
-    let disk = tokio::task::spawn_blocking(move || spool.check_writable())
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let disk = st.disk.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let reason = if st.health.is_draining() {
         Some(("draining", "the daemon is shutting down".to_string()))
     } else if let Err(e) = disk {
@@ -61,11 +100,25 @@ async fn readyz(State(st): State<AdminState>) -> impl IntoResponse {
     } else {
         st.health.fault().map(|f| ("backend", f))
     };
+    // A rejected per-user or passthrough credential holds only its own
+    // mail: the relay stays ready and names the credential, never the secret.
+    let held: Vec<_> = st
+        .health
+        .credential_faults()
+        .into_iter()
+        .map(|(credential, reason)| json!({"credential": credential, "reason": reason}))
+        .collect();
     match reason {
-        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        None if held.is_empty() => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        None => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "held_credentials": held})),
+        ),
         Some((check, reason)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "check": check, "reason": reason})),
+            Json(
+                json!({"status": "unavailable", "check": check, "reason": reason, "held_credentials": held}),
+            ),
         ),
     }
 }

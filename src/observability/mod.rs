@@ -4,8 +4,10 @@
 //! HTTP listener.
 
 pub mod alloc;
+pub mod escape;
 pub mod health;
 pub mod http;
+pub mod http_limits;
 pub mod maillog;
 pub mod metrics;
 pub mod notify;

@@ -24,10 +24,27 @@ pub use line::{Frame, LineFramer};
 /// smtp-proto asks for more input when a line stops early (`MAIL FROM`
 /// without its colon); the line is complete, so that is a syntax error.
 pub fn parse_command(line: &[u8]) -> Result<Request<Cow<'_, str>>, ProtoError> {
+    if is_postmaster(line) {
+        return Ok(Request::Rcpt {
+            to: smtp_proto::RcptTo {
+                address: Cow::Borrowed("postmaster"),
+                orcpt: None,
+                rrvs: 0,
+                flags: 0,
+            },
+        });
+    }
     match Request::parse(&mut line.iter()) {
         Err(ProtoError::NeedsMoreData { .. }) => Err(incomplete(line)),
         other => other,
     }
+}
+
+/// Exactly `RCPT TO:<postmaster>` (any case, RFC 5321 §4.5.1), whose
+/// missing domain smtp-proto reads as an empty address.
+fn is_postmaster(line: &[u8]) -> bool {
+    line.trim_ascii()
+        .eq_ignore_ascii_case(b"rcpt to:<postmaster>")
 }
 
 /// The error for a complete line the parser found unfinished.
@@ -84,6 +101,8 @@ mod tests {
             ("MAIL\r\n", "syntax MAIL FROM:<reverse-path> [parameters]"),
             ("RCPT TO\r\n", "syntax RCPT TO:<forward-path> [parameters]"),
             ("RCPT\r\n", "syntax RCPT TO:<forward-path> [parameters]"),
+            ("RCPT TO:<PostMaster>\r\n", "ok RCPT"),
+            ("RCPT TO:<postmaster\r\n", "err InvalidRecipientAddress"),
         ];
         for (line, want) in table {
             assert_eq!(outcome(line), want, "{line:?}");

@@ -1,9 +1,10 @@
-//! One SMTP connection over any byte stream (TCP today, TLS after STARTTLS
-//! later): reads bytes, frames them with the [`codec`](super::codec), feeds
-//! commands to the [`Session`], answers pipelined commands in order
-//! (flushing when the input runs dry), and streams DATA into the spool's
-//! temp file so memory stays flat whatever the message size. The `250`
-//! after DATA is sent only once [`Incoming::commit`] has returned.
+//! One SMTP connection over any byte stream (TCP, or TLS from the first
+//! byte or after STARTTLS): reads bytes, frames them with the
+//! [`codec`](super::codec), feeds commands to the [`Session`], answers
+//! pipelined commands in order (flushing when the input runs dry), and
+//! streams DATA into the spool's temp file so memory stays flat whatever the
+//! message size. The `250` after DATA is sent only once
+//! [`Incoming::commit`] has returned. The AUTH exchange lives in `sasl`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +13,17 @@ use std::time::Duration;
 use smtp_proto::Error as ProtoError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::auth;
 use super::capabilities::Capabilities;
 use super::codec::{self, DataFramer, DataStatus, Frame, LineFramer, Verdict};
 use super::reply::{self, Reply};
-use super::session::{Action, Session};
+use super::session::{Action, Client, Session};
+use super::trace::{Trace, received};
+use crate::observability::escape::escape;
 use crate::observability::maillog;
 use crate::spool::{Incoming, SpoolError};
 
@@ -30,36 +35,67 @@ const MIN_DATA_RATE: u64 = 512;
 /// extensions make lines longer).
 pub const MAX_LINE: usize = 4096;
 
+mod sasl;
+
 /// Why the connection ends early.
 enum Stop {
     /// Peer closed or the socket failed: nothing more to say.
     Gone,
     /// Say this, then close.
     Say(Reply),
+    /// `220` was sent for STARTTLS: the handshake comes next.
+    StartTls,
 }
 
-pub async fn run<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
-where
+/// Serves one client, admitted as `client`, over `stream`; upgrades to TLS
+/// when the client asks with STARTTLS.
+pub async fn run<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    client: Client,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let capabilities = Capabilities::standard(shared.limits.max_message_size);
+    let capabilities = capabilities(&shared, client);
     let mut conn = Conn {
         stream,
         peer,
         shared: shared.clone(),
-        session: Session::new(shared.hostname.clone(), shared.limits.clone(), capabilities),
+        session: Session::new(
+            shared.hostname.clone(),
+            shared.limits.clone(),
+            capabilities,
+            client,
+        ),
         framer: LineFramer::new(MAX_LINE),
         out: Vec::with_capacity(1024),
         readbuf: vec![0; READ_BUF],
+        ends: Instant::now() + shared.max_session_time,
     };
-    tracing::debug!(peer = %peer, "smtp session opened");
-    let stop = conn.serve(&shutdown).await;
-    if let Stop::Say(r) = stop {
-        r.write_to(&mut conn.out);
+    tracing::debug!(peer = %peer, tls = client.tls, "smtp session opened");
+    reply::greeting(conn.session.hostname()).write_to(&mut conn.out);
+    match conn.serve(&shutdown).await {
+        Stop::StartTls => match conn.upgrade().await {
+            Some(mut tls) => {
+                let stop = tls.serve(&shutdown).await;
+                tls.finish(stop).await;
+            }
+            None => tracing::debug!(peer = %peer, "smtp session closed"),
+        },
+        stop => conn.finish(stop).await,
     }
-    let _ = conn.flush().await;
-    let _ = conn.stream.shutdown().await;
-    tracing::debug!(peer = %peer, "smtp session closed");
+}
+
+/// What EHLO offers this client now.
+fn capabilities(shared: &Shared, client: Client) -> Capabilities {
+    let mut c = Capabilities::standard(shared.limits.max_message_size);
+    c.starttls = shared.tls.is_some() && !client.tls;
+    if client.offers_auth() {
+        c.auth = auth::MECHANISMS.iter().map(|m| m.to_string()).collect();
+    }
+    c
 }
 
 struct Conn<S> {
@@ -70,14 +106,81 @@ struct Conn<S> {
     framer: LineFramer,
     out: Vec<u8>,
     readbuf: Vec<u8>,
+    /// `smtp.max_session_time` after the connection began: no read waits past it.
+    ends: Instant,
 }
 
 impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    /// Says the last word, if any, and closes.
+    async fn finish(mut self, stop: Stop) {
+        if let Stop::Say(r) = stop {
+            r.write_to(&mut self.out);
+        }
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        tracing::debug!(peer = %self.peer, "smtp session closed");
+    }
+
+    /// The TLS handshake after `220` (RFC 3207): whatever the client
+    /// pipelined after STARTTLS is dropped unread, and the session starts
+    /// over. `None` when the handshake fails or times out.
+    async fn upgrade(self) -> Option<Conn<TlsStream<S>>> {
+        let Conn {
+            stream,
+            peer,
+            shared,
+            mut session,
+            mut framer,
+            readbuf,
+            ends,
+            ..
+        } = self;
+        if framer.reset() {
+            metrics::counter!("postrelay_smtp_starttls_injection_total").increment(1);
+            tracing::warn!(peer = %peer, "bytes pipelined after STARTTLS discarded unread");
+        }
+        let tls = shared.tls.clone()?;
+        let stream = match tls.accept(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                metrics::counter!("postrelay_smtp_tls_failures_total").increment(1);
+                tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+        };
+        let client = Client {
+            tls: true,
+            ..session.client()
+        };
+        session.restart_with_tls(capabilities(&shared, client));
+        Some(Conn {
+            stream,
+            peer,
+            shared,
+            session,
+            framer,
+            out: Vec::with_capacity(1024),
+            readbuf,
+            ends,
+        })
+    }
+
+    /// Why a read deadline passed: the session's lifetime, or silence.
+    fn expired(&self) -> Stop {
+        if Instant::now() >= self.ends {
+            metrics::counter!("postrelay_smtp_limits_total", "limit" => "session_time")
+                .increment(1);
+            tracing::info!(peer = %self.peer, "session closed: smtp.max_session_time reached");
+            Stop::Say(reply::session_too_long(self.session.hostname()))
+        } else {
+            Stop::Say(reply::timeout(self.session.hostname()))
+        }
+    }
+
     async fn serve(&mut self, shutdown: &CancellationToken) -> Stop {
-        reply::greeting(self.session.hostname()).write_to(&mut self.out);
         // Each command must arrive whole within `command_timeout`: a client
         // trickling one byte at a time cannot hold a slot forever.
         let command_timeout = self.shared.command_timeout;
@@ -99,6 +202,19 @@ where
                         reply.write_to(&mut self.out);
                         self.framer.discard(bytes);
                     }
+                    Action::Auth { mechanism, initial } => {
+                        if let Err(stop) = self.auth(mechanism, initial).await {
+                            return stop;
+                        }
+                        deadline = Instant::now() + command_timeout;
+                    }
+                    Action::StartTls => {
+                        reply::ready_for_tls().write_to(&mut self.out);
+                        if self.flush().await.is_err() {
+                            return Stop::Gone;
+                        }
+                        return Stop::StartTls;
+                    }
                     Action::StartData => {
                         let rest = self.framer.take_rest();
                         match self.data(&rest).await {
@@ -116,10 +232,10 @@ where
             let idle = !self.session.in_transaction();
             let read = tokio::select! {
                 _ = shutdown.cancelled(), if idle => return Stop::Say(reply::shutting_down(self.session.hostname())),
-                r = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)) => r,
+                r = tokio::time::timeout_at(deadline.min(self.ends), self.stream.read(&mut self.readbuf)) => r,
             };
             match read {
-                Err(_) => return Stop::Say(reply::timeout(self.session.hostname())),
+                Err(_) => return self.expired(),
                 Ok(Ok(0)) | Ok(Err(_)) => return Stop::Gone,
                 Ok(Ok(n)) => self.framer.push(&self.readbuf[..n]),
             }
@@ -140,11 +256,28 @@ where
         };
         reply::start_data().write_to(&mut self.out);
         self.flush().await.map_err(|_| Stop::Gone)?;
+        let mut write_error: Option<SpoolError> = None;
+        if self.shared.received_header
+            && let Some(inc) = incoming.as_mut()
+        {
+            let trace = Trace {
+                helo: self.session.helo(),
+                client: self.peer.ip(),
+                hostname: self.session.hostname(),
+                tls: self.session.client().tls,
+                user: self.session.user().map(|u| u.name.as_str()),
+                id: inc.id(),
+                at: std::time::SystemTime::now(),
+            };
+            let header = received(&trace);
+            if let Err(e) = inc.write(header.as_bytes()).await {
+                write_error = Some(e);
+            }
+        }
 
         let limits = &self.shared.limits;
         let mut framer = DataFramer::new(limits.max_message_size, limits.max_header_size);
         let mut decoded = Vec::with_capacity(READ_BUF + READ_BUF / 32);
-        let mut write_error: Option<SpoolError> = None;
         let started = Instant::now();
         let mut received = rest.len() as u64;
         let mut ended = leftover(framer.push(rest, &mut decoded), rest);
@@ -166,10 +299,12 @@ where
             // client trickling bytes cannot hold the slot for ever.
             let earned = Duration::from_millis(received.saturating_mul(1000) / MIN_DATA_RATE);
             let budget = started + self.shared.data_timeout + earned;
-            let deadline = (Instant::now() + self.shared.data_timeout).min(budget);
+            let deadline = (Instant::now() + self.shared.data_timeout)
+                .min(budget)
+                .min(self.ends);
             let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
             let n = match read {
-                Err(_) => return Err(Stop::Say(reply::timeout(self.session.hostname()))),
+                Err(_) => return Err(self.expired()),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
                 Ok(Ok(n)) => n,
             };
@@ -226,8 +361,28 @@ where
         let envelope = self.session.envelope();
         let mapper = self.shared.mapper.clone();
         let env = envelope.clone();
-        let checked = tokio::task::spawn_blocking(move || mapper.check(&env, &raw)).await;
+        let allowed = self.session.user().map(|u| u.allowed_from.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let from_ok = allowed.is_none_or(|a| from_allowed(&a, &raw));
+            (from_ok, mapper.check(&env, &raw))
+        })
+        .await;
         drop(permit);
+        let checked = match checked {
+            Ok((false, _)) => {
+                let user = self
+                    .session
+                    .user()
+                    .map(|u| u.name.clone())
+                    .unwrap_or_default();
+                metrics::counter!("postrelay_smtp_messages_total", "result" => "from_not_allowed")
+                    .increment(1);
+                tracing::info!(peer = %self.peer, user = %escape(&user), "message refused: From: outside allowed_from");
+                return reply::from_not_allowed(&user);
+            }
+            Ok((true, checked)) => Ok(checked),
+            Err(e) => Err(e),
+        };
         match checked {
             Ok(Ok(warnings)) => {
                 for w in &warnings {
@@ -248,7 +403,15 @@ where
             }
         }
         let size = incoming.size();
-        match incoming.commit(&self.shared.spool, envelope.clone()).await {
+        let credential = self
+            .session
+            .user()
+            .map(|u| u.credential.clone())
+            .unwrap_or_default();
+        match incoming
+            .commit_with(&self.shared.spool, envelope.clone(), credential)
+            .await
+        {
             Ok(id) => {
                 maillog::received(
                     &id,
@@ -284,6 +447,23 @@ where
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
+}
+
+/// True when every `From:` mailbox is allowed (an empty list allows any).
+/// Only the header block is parsed.
+fn from_allowed(allowed: &[String], raw: &[u8]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 4);
+    let parsed = crate::message::parse::parse(&raw[..end]);
+    parsed
+        .from
+        .iter()
+        .all(|m| auth::sender_allowed(allowed, &m.addr))
 }
 
 /// The pipelined bytes after the end of DATA, once it has ended.

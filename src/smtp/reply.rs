@@ -142,8 +142,98 @@ pub fn timeout(host: &str) -> Reply {
         format!("{host} timeout exceeded, closing connection"),
     )
 }
+pub fn too_many_transactions() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many transactions in one session, closing connection",
+    )
+}
+pub fn session_too_long(host: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.4.2",
+        format!("{host} session time limit exceeded, closing connection"),
+    )
+}
 pub fn too_many_errors() -> Reply {
     Reply::new(421, "4.7.0", "Too many errors, closing connection")
+}
+
+/// At connect: the client is outside `smtp.allowed_networks` and could not authenticate.
+pub fn access_denied(host: &str) -> Reply {
+    Reply::new(
+        554,
+        "5.7.1",
+        format!("{host} does not relay for your address"),
+    )
+}
+pub fn too_many_from_address() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many connections from your address, try again later",
+    )
+}
+pub fn auth_required() -> Reply {
+    Reply::new(530, "5.7.0", "Authentication required")
+}
+pub fn tls_required() -> Reply {
+    Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+}
+pub fn encryption_required() -> Reply {
+    Reply::new(
+        538,
+        "5.7.11",
+        "Encryption required for requested authentication mechanism",
+    )
+}
+pub fn unknown_mechanism() -> Reply {
+    Reply::new(
+        504,
+        "5.5.4",
+        "Unrecognized authentication type (PLAIN and LOGIN are offered)",
+    )
+}
+/// A SASL challenge: empty for PLAIN, a base64 prompt for LOGIN.
+pub fn auth_challenge(text: &str) -> Reply {
+    Reply::new(334, "", text.to_string())
+}
+pub fn auth_ok() -> Reply {
+    Reply::new(235, "2.7.0", "Authentication successful")
+}
+pub fn auth_failed() -> Reply {
+    Reply::new(535, "5.7.8", "Authentication credentials invalid")
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, "5.0.0", "Authentication cancelled")
+}
+pub fn auth_undecodable() -> Reply {
+    Reply::new(501, "5.5.2", "Cannot decode the authentication response")
+}
+pub fn too_many_auth_failures() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many authentication failures from your address, try again later",
+    )
+}
+pub fn sender_not_allowed(user: &str) -> Reply {
+    Reply::new(
+        553,
+        "5.7.1",
+        format!("Sender address not allowed for user {user}"),
+    )
+}
+pub fn from_not_allowed(user: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        format!("From: header address not allowed for user {user}"),
+    )
+}
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, "2.0.0", "Ready to start TLS")
 }
 
 pub fn bad_sequence(what: &str) -> Reply {
@@ -166,6 +256,13 @@ pub fn bad_parameter(param: &str) -> Reply {
         555,
         "5.5.4",
         format!("Unsupported or invalid parameter {param}"),
+    )
+}
+pub fn needs_smtputf8() -> Reply {
+    Reply::new(
+        553,
+        "5.6.7",
+        "Non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM",
     )
 }
 pub fn bad_sender() -> Reply {

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use smtp_proto::{Error as ProtoError, Request};
 
+use super::auth::{Mechanism, User, sender_allowed};
 use super::capabilities::Capabilities;
 use super::reply::{self, Reply};
 use crate::message::{Envelope, address};
@@ -18,6 +19,40 @@ pub struct Limits {
     pub max_errors: u32,
     /// Bytes of header block (before the first empty line) a message may carry.
     pub max_header_size: usize,
+    /// `MAIL` commands accepted in one session; the next gets `421 4.7.0`.
+    pub max_transactions: u32,
+    /// Where `RCPT TO:<postmaster>` goes (RFC 5321 §4.5.1: always accepted).
+    pub postmaster: String,
+}
+
+/// What the connection knows about the client before its first command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Client {
+    /// May send without AUTH (inside `smtp.allowed_networks`, no `require_auth`).
+    pub trusted: bool,
+    /// `MAIL` needs TLS first (`[smtp.tls] required`, client not on loopback).
+    pub tls_required: bool,
+    /// The stream is TLS already (implicit TLS, or after STARTTLS).
+    pub tls: bool,
+    /// Some account exists, so AUTH may be offered.
+    pub auth_available: bool,
+    /// AUTH may be offered before TLS (loopback, or `allow_plaintext_auth`).
+    pub plaintext_auth: bool,
+}
+
+impl Client {
+    /// A client that may send as is (loopback, no TLS or AUTH asked).
+    pub fn trusted() -> Client {
+        Client {
+            trusted: true,
+            ..Client::default()
+        }
+    }
+
+    /// True when EHLO should offer AUTH now.
+    pub fn offers_auth(&self) -> bool {
+        self.auth_available && (self.tls || self.plaintext_auth)
+    }
 }
 
 /// What the connection does after a command.
@@ -26,6 +61,13 @@ pub enum Action {
     Reply(Reply),
     /// Send `354` and read the message.
     StartData,
+    /// Send `220`, discard whatever was pipelined, and start the TLS handshake.
+    StartTls,
+    /// Run a SASL exchange; `initial` is the initial response, if sent.
+    Auth {
+        mechanism: Mechanism,
+        initial: Option<String>,
+    },
     /// Send the reply and close the connection.
     Close(Reply),
     /// Send the reply, then drop the next `bytes` bytes unread (a `BDAT` chunk).
@@ -40,29 +82,46 @@ pub struct Session {
     hostname: String,
     limits: Limits,
     capabilities: Capabilities,
+    client: Client,
+    /// The account the client authenticated as.
+    user: Option<User>,
     helo: Option<String>,
     mail_from: Option<String>,
+    /// The transaction's `MAIL` carried `SMTPUTF8`.
+    smtputf8: bool,
     rcpts: Vec<String>,
     errors: u32,
-    /// NOOP/RSET/VRFY/HELP since the last MAIL: past [`JUNK_LIMIT`] each
-    /// counts as an error, so a client cannot hold a slot with NOOPs forever.
+    /// NOOP/RSET/VRFY/HELP, repeated HELO/EHLO and recipients over the cap
+    /// since the last MAIL: past [`JUNK_LIMIT`] each counts as an error, so
+    /// a client cannot hold a slot with them forever.
     junk: u32,
+    /// `MAIL` commands accepted so far.
+    transactions: u32,
 }
 
 /// Junk commands allowed between two transactions (Postfix uses 100 too).
 pub const JUNK_LIMIT: u32 = 100;
 
 impl Session {
-    pub fn new(hostname: String, limits: Limits, capabilities: Capabilities) -> Session {
+    pub fn new(
+        hostname: String,
+        limits: Limits,
+        capabilities: Capabilities,
+        client: Client,
+    ) -> Session {
         Session {
             hostname,
             limits,
             capabilities,
+            client,
+            user: None,
             helo: None,
             mail_from: None,
+            smtputf8: false,
             rcpts: Vec::new(),
             errors: 0,
             junk: 0,
+            transactions: 0,
         }
     }
 
@@ -87,9 +146,40 @@ impl Session {
         self.capabilities = capabilities;
     }
 
-    /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO).
+    /// The state after a TLS handshake (RFC 3207): everything learnt from
+    /// the client before it is forgotten, EHLO must come again, and EHLO
+    /// now advertises `capabilities`.
+    pub fn restart_with_tls(&mut self, capabilities: Capabilities) {
+        self.reset();
+        self.helo = None;
+        self.client.tls = true;
+        self.capabilities = capabilities;
+    }
+
+    pub fn client(&self) -> Client {
+        self.client
+    }
+
+    /// The name the client gave in HELO/EHLO, as sent.
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// The account the client authenticated as, if any.
+    pub fn user(&self) -> Option<&User> {
+        self.user.as_ref()
+    }
+
+    /// Records a successful AUTH.
+    pub fn authenticated(&mut self, user: User) {
+        self.user = Some(user);
+    }
+
+    /// Ends the transaction (after DATA, RSET, or a new HELO/EHLO); the
+    /// authenticated user stays.
     pub fn reset(&mut self) {
         self.mail_from = None;
+        self.smtputf8 = false;
         self.rcpts.clear();
     }
 
@@ -102,13 +192,23 @@ impl Session {
         match request {
             Request::Ehlo { host } => {
                 self.reset();
-                self.helo = Some(host.to_string());
-                Action::Reply(reply::ehlo(&self.hostname, &host, &self.capabilities))
+                let again = self.helo.replace(host.to_string()).is_some();
+                let r = reply::ehlo(&self.hostname, &host, &self.capabilities);
+                if again {
+                    self.junk(r)
+                } else {
+                    Action::Reply(r)
+                }
             }
             Request::Helo { host } => {
                 self.reset();
-                self.helo = Some(host.to_string());
-                Action::Reply(reply::helo(&self.hostname))
+                let again = self.helo.replace(host.to_string()).is_some();
+                let r = reply::helo(&self.hostname);
+                if again {
+                    self.junk(r)
+                } else {
+                    Action::Reply(r)
+                }
             }
             Request::Mail { from } => {
                 if self.helo.is_none() {
@@ -116,6 +216,12 @@ impl Session {
                 }
                 if self.mail_from.is_some() {
                     return self.error(reply::nested_mail());
+                }
+                if self.client.tls_required && !self.client.tls {
+                    return self.error(reply::tls_required());
+                }
+                if !self.client.trusted && self.user.is_none() {
+                    return self.error(reply::auth_required());
                 }
                 if from.size > self.limits.max_message_size {
                     return self.error(reply::too_large(self.limits.max_message_size));
@@ -127,6 +233,22 @@ impl Session {
                         None => return self.error(reply::bad_sender()),
                     },
                 };
+                let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+                if !smtputf8 && !addr.is_ascii() {
+                    return self.error(reply::needs_smtputf8());
+                }
+                if let Some(user) = &self.user
+                    && !sender_allowed(&user.allowed_from, &addr)
+                {
+                    return self.error(reply::sender_not_allowed(&user.name));
+                }
+                if self.transactions >= self.limits.max_transactions {
+                    metrics::counter!("postrelay_smtp_limits_total", "limit" => "transactions")
+                        .increment(1);
+                    return Action::Close(reply::too_many_transactions());
+                }
+                self.transactions += 1;
+                self.smtputf8 = smtputf8;
                 self.mail_from = Some(addr);
                 self.junk = 0;
                 Action::Reply(reply::sender_ok())
@@ -135,13 +257,23 @@ impl Session {
                 if self.mail_from.is_none() {
                     return self.error(reply::bad_sequence("need MAIL before RCPT"));
                 }
-                let Some(addr) = valid_mailbox(to.address.trim()) else {
+                let given = to.address.trim();
+                let given = if given.eq_ignore_ascii_case("postmaster") {
+                    self.limits.postmaster.as_str()
+                } else {
+                    given
+                };
+                let Some(addr) = valid_mailbox(given) else {
                     return self.error(reply::bad_recipient());
                 };
+                if !self.smtputf8 && !addr.is_ascii() {
+                    return self.error(reply::needs_smtputf8());
+                }
                 let addr = addr.as_str();
                 if self.rcpts.len() >= self.limits.max_recipients {
-                    // Not counted as an error: the client sends the rest in the next transaction.
-                    return Action::Reply(reply::too_many_recipients(self.limits.max_recipients));
+                    // Not an error at first: the client sends the rest in the
+                    // next transaction. Endless ones count as junk.
+                    return self.junk(reply::too_many_recipients(self.limits.max_recipients));
                 }
                 if !self.rcpts.iter().any(|r| address::same(r, addr)) {
                     self.rcpts.push(addr.to_string());
@@ -177,6 +309,40 @@ impl Session {
                 close => close,
             },
             Request::Help { .. } => self.junk(reply::help()),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                if !self.client.offers_auth() {
+                    return self.error(if self.client.auth_available {
+                        reply::encryption_required()
+                    } else {
+                        reply::not_implemented("AUTH")
+                    });
+                }
+                if self.user.is_some() {
+                    return self.error(reply::bad_sequence("already authenticated"));
+                }
+                if self.mail_from.is_some() {
+                    return self.error(reply::bad_sequence("AUTH inside a transaction"));
+                }
+                let mechanism = match mechanism {
+                    smtp_proto::AUTH_PLAIN => Mechanism::Plain,
+                    smtp_proto::AUTH_LOGIN => Mechanism::Login,
+                    _ => return self.error(reply::unknown_mechanism()),
+                };
+                let initial = Some(initial_response.trim().to_string()).filter(|s| !s.is_empty());
+                Action::Auth { mechanism, initial }
+            }
+            Request::StartTls => {
+                if !self.capabilities.starttls || self.client.tls {
+                    return self.error(reply::not_implemented("STARTTLS"));
+                }
+                if self.mail_from.is_some() {
+                    return self.error(reply::bad_sequence("STARTTLS inside a transaction"));
+                }
+                Action::StartTls
+            }
             other => {
                 let name = other.name();
                 self.error(reply::not_implemented(name))
@@ -215,6 +381,7 @@ impl Session {
     pub fn error(&mut self, r: Reply) -> Action {
         self.errors += 1;
         if self.errors > self.limits.max_errors {
+            metrics::counter!("postrelay_smtp_limits_total", "limit" => "errors").increment(1);
             Action::Close(reply::too_many_errors())
         } else {
             Action::Reply(r)
@@ -240,160 +407,4 @@ fn valid_mailbox(addr: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session() -> Session {
-        Session::new(
-            "relay.test".into(),
-            Limits {
-                max_message_size: 1000,
-                max_recipients: 2,
-                max_errors: 3,
-                max_header_size: 1000,
-            },
-            Capabilities::standard(1000),
-        )
-    }
-
-    fn run(s: &mut Session, line: &str) -> Action {
-        let bytes = format!("{line}\r\n").into_bytes();
-        let mut it = bytes.iter();
-        s.command(Request::parse(&mut it))
-    }
-
-    fn code(a: &Action) -> u16 {
-        match a {
-            Action::Reply(r) | Action::Close(r) => r.code,
-            Action::StartData => 354,
-            Action::Discard { reply, .. } => reply.code,
-        }
-    }
-
-    #[test]
-    fn full_transaction_reaches_data() {
-        let mut s = session();
-        assert_eq!(code(&run(&mut s, "EHLO client")), 250);
-        assert_eq!(code(&run(&mut s, "MAIL FROM:<>")), 250);
-        assert_eq!(code(&run(&mut s, "RCPT TO:<a@b.example>")), 250);
-        assert_eq!(run(&mut s, "DATA"), Action::StartData);
-        assert_eq!(
-            s.envelope(),
-            Envelope {
-                mail_from: String::new(),
-                rcpt_to: vec!["a@b.example".into()]
-            }
-        );
-    }
-
-    #[test]
-    fn quoted_local_parts_are_accepted_and_kept_in_rfc5321_form() {
-        let mut s = session();
-        run(&mut s, "EHLO client");
-        assert_eq!(code(&run(&mut s, "MAIL FROM:<\"s x\"@a.example>")), 250);
-        assert_eq!(
-            code(&run(&mut s, "RCPT TO:<\"john doe\"@example.com>")),
-            250
-        );
-        assert_eq!(code(&run(&mut s, "RCPT TO:<\"a,b\"@example.com>")), 250);
-        assert_eq!(code(&run(&mut s, "RCPT TO:<john doe@example.com>")), 553);
-        assert_eq!(
-            s.envelope(),
-            Envelope {
-                mail_from: "\"s x\"@a.example".into(),
-                rcpt_to: vec![
-                    "\"john doe\"@example.com".into(),
-                    "\"a,b\"@example.com".into()
-                ]
-            }
-        );
-    }
-
-    #[test]
-    fn sequence_errors_answer_503() {
-        let mut s = session();
-        assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b>")), 503);
-        run(&mut s, "HELO c");
-        assert_eq!(code(&run(&mut s, "RCPT TO:<a@b>")), 503);
-        assert_eq!(code(&run(&mut s, "DATA")), 503);
-    }
-
-    #[test]
-    fn recipient_cap_answers_452_without_counting_an_error() {
-        let mut s = session();
-        run(&mut s, "EHLO c");
-        run(&mut s, "MAIL FROM:<a@b>");
-        for _ in 0..5 {
-            run(&mut s, "RCPT TO:<x@y>");
-        }
-        run(&mut s, "RCPT TO:<z@y>");
-        assert_eq!(code(&run(&mut s, "RCPT TO:<w@y>")), 452);
-        assert_eq!(s.envelope().rcpt_to.len(), 2);
-    }
-
-    #[test]
-    fn declared_size_over_limit_is_refused_at_mail() {
-        let mut s = session();
-        run(&mut s, "EHLO c");
-        assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b> SIZE=5000")), 552);
-        assert_eq!(code(&run(&mut s, "MAIL FROM:<a@b> SIZE=500")), 250);
-    }
-
-    #[test]
-    fn endless_noops_end_the_session_but_a_transaction_resets_the_count() {
-        let mut s = session();
-        run(&mut s, "EHLO c");
-        for _ in 0..JUNK_LIMIT {
-            assert_eq!(code(&run(&mut s, "NOOP")), 250);
-        }
-        run(&mut s, "MAIL FROM:<a@b>");
-        for _ in 0..JUNK_LIMIT {
-            assert_eq!(code(&run(&mut s, "RSET")), 250);
-        }
-        // max_errors is 3: the 4th junk command past the limit closes.
-        for _ in 0..3 {
-            assert!(matches!(run(&mut s, "NOOP"), Action::Reply(_)));
-        }
-        assert!(matches!(run(&mut s, "NOOP"), Action::Close(r) if r.code == 421));
-    }
-
-    #[test]
-    fn too_many_errors_close_the_session() {
-        let mut s = session();
-        for _ in 0..3 {
-            assert!(matches!(run(&mut s, "BOGUS"), Action::Reply(_)));
-        }
-        assert!(matches!(run(&mut s, "BOGUS"), Action::Close(r) if r.code == 421));
-    }
-
-    #[test]
-    fn bdat_gets_502_and_its_chunk_is_dropped_or_the_session_closed() {
-        let mut s = session();
-        run(&mut s, "EHLO c");
-        assert_eq!(
-            run(&mut s, "BDAT 10 LAST"),
-            Action::Discard {
-                reply: reply::not_implemented("BDAT"),
-                bytes: 10
-            }
-        );
-        assert!(matches!(run(&mut s, "BDAT 1001"), Action::Close(r) if r.code == 421));
-    }
-
-    #[test]
-    fn ehlo_advertises_the_capabilities_value() {
-        let mut s = session();
-        let Action::Reply(r) = run(&mut s, "EHLO c") else {
-            panic!("EHLO must be answered")
-        };
-        assert_eq!(r.lines, Capabilities::standard(1000).lines());
-        s.set_capabilities(Capabilities {
-            starttls: true,
-            ..Capabilities::standard(1000)
-        });
-        let Action::Reply(r) = run(&mut s, "EHLO c") else {
-            panic!("EHLO must be answered")
-        };
-        assert!(r.lines.contains(&"STARTTLS".to_string()));
-    }
-}
+mod tests;

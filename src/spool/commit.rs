@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Meta, Spool, SpoolError, entry, fsio};
+use super::{Credential, Meta, Spool, SpoolError, entry, fsio};
 use crate::message::Envelope;
 
 impl Spool {
@@ -83,13 +83,29 @@ impl Incoming {
 
     /// Makes the message durable in `queue/`. Returns its id. Call [`finish`](Incoming::finish) first.
     pub async fn commit(
-        mut self,
+        self,
         spool: &Arc<Spool>,
         envelope: Envelope,
     ) -> Result<String, SpoolError> {
+        self.commit_with(spool, envelope, Credential::Global).await
+    }
+
+    /// Like [`commit`](Self::commit), recording which credential delivers it.
+    pub async fn commit_with(
+        mut self,
+        spool: &Arc<Spool>,
+        envelope: Envelope,
+        credential: Credential,
+    ) -> Result<String, SpoolError> {
         self.finish().await?;
         let tmp_eml = self.path.take().expect("incoming path");
-        let meta = Meta::new(self.id.clone(), envelope, self.size, SystemTime::now());
+        let meta = Meta::with_credential(
+            self.id.clone(),
+            envelope,
+            self.size,
+            SystemTime::now(),
+            credential,
+        );
         let spool2 = spool.clone();
         let meta2 = meta.clone();
         tokio::task::spawn_blocking(move || spool2.link_into_queue(&tmp_eml, &meta2))

@@ -39,13 +39,48 @@ struct Recipient {
     state: RecipientState,
 }
 
-/// Which API credential delivers the message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Which API credential delivers the message, fixed when it was accepted.
+/// For `Global` and `User` only the choice is kept (the secret is read from
+/// the configuration when sending); a passthrough token is kept itself, in
+/// the record (mode 0600), and never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Credential {
     /// The backend's configured token.
     #[default]
     Global,
+    /// The `[[users]]` account's own token (the global one when it has none).
+    User(String),
+    /// The token the client gave as its AUTH password (`smtp.auth_passthrough`).
+    Passthrough(String),
+}
+
+impl Credential {
+    /// How logs and `/readyz` name it: never the secret. Passthrough
+    /// tokens are told apart by a short fingerprint (32 bits of a SipHash
+    /// of the token), which does not reveal it.
+    pub fn label(&self) -> String {
+        match self {
+            Credential::Global => "global".into(),
+            Credential::User(name) => format!("user {name}"),
+            Credential::Passthrough(token) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                token.hash(&mut h);
+                format!("passthrough {:08x}", h.finish() as u32)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Global => f.write_str("Global"),
+            Credential::User(name) => f.debug_tuple("User").field(name).finish(),
+            Credential::Passthrough(_) => f.write_str("Passthrough([redacted])"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,7 +122,18 @@ pub struct Failure {
 }
 
 impl Meta {
+    /// A fresh record delivered with the global credential.
     pub fn new(id: String, envelope: Envelope, size: u64, now: SystemTime) -> Meta {
+        Meta::with_credential(id, envelope, size, now, Credential::Global)
+    }
+
+    pub fn with_credential(
+        id: String,
+        envelope: Envelope,
+        size: u64,
+        now: SystemTime,
+        credential: Credential,
+    ) -> Meta {
         let recipients = envelope
             .rcpt_to
             .iter()
@@ -107,7 +153,7 @@ impl Meta {
             last_error: None,
             held: false,
             failure: None,
-            credential: Credential::Global,
+            credential,
             recipients,
         }
     }

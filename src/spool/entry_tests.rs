@@ -101,3 +101,47 @@ fn a_record_of_a_newer_version_is_reported_not_decoded() {
     assert!(decode("01ARZ3NDEKTSV4RRFFQ69G5FAV", br#"{"version": 0}"#).is_err());
     assert!(decode("01ARZ3NDEKTSV4RRFFQ69G5FAV", b"{broken").is_err());
 }
+
+#[test]
+fn a_passthrough_token_stays_out_of_debug_and_labels() {
+    let token = "0a1b2c3d-0000-4000-8000-00000000abcd";
+    let c = Credential::Passthrough(token.into());
+    assert!(!format!("{c:?}").contains(token));
+    let label = c.label();
+    assert!(label.starts_with("passthrough "), "{label}");
+    assert!(!label.contains("0a1b2c3d"), "{label}");
+    assert_eq!(
+        label,
+        Credential::Passthrough(token.into()).label(),
+        "stable"
+    );
+    assert_ne!(
+        label,
+        Credential::Passthrough("other-token-1234".into()).label()
+    );
+    assert_eq!(Credential::User("billing".into()).label(), "user billing");
+}
+
+#[test]
+fn credentials_round_trip_and_old_records_read_as_global() {
+    for c in [
+        Credential::Global,
+        Credential::User("billing".into()),
+        Credential::Passthrough("tok-123456".into()),
+    ] {
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Credential>(&json).unwrap(),
+            c,
+            "{json}"
+        );
+    }
+    assert_eq!(
+        serde_json::to_string(&Credential::Global).unwrap(),
+        "\"global\""
+    );
+    assert_eq!(
+        serde_json::to_string(&Credential::User("billing".into())).unwrap(),
+        "{\"user\":\"billing\"}"
+    );
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api_mock;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

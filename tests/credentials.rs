@@ -1,0 +1,137 @@
+//! Credentials per message, end to end against the scripted API: each
+//! user's own token and a passthrough token reach the API in
+//! `X-Postmark-Server-Token`; a rejected one holds only its own mail and
+//! shows in `/readyz` by name, never by value.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use support::api_mock::{ApiMock, postmark_error, postmark_ok};
+use support::{Relay, Setup, simple_message, tempdir};
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends one message after AUTH PLAIN as `user` / `password` (loopback: no TLS needed).
+fn send_as(relay: &Relay, user: &str, password: &str, subject: &str) {
+    let mut c = relay.session();
+    let plain = B64.encode(format!("\0{user}\0{password}"));
+    c.cmd(&format!("AUTH PLAIN {plain}"), "235");
+    let r = c.send_mail(
+        "sender@example.com",
+        &["rcpt@example.org"],
+        &simple_message(subject),
+    );
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    c.cmd("QUIT", "221");
+}
+
+#[test]
+fn each_message_goes_with_its_own_credential_and_a_rejected_one_holds_only_its_mail() {
+    let api = ApiMock::start(|req| match req.header("X-Postmark-Server-Token") {
+        Some("cron-token-rejected") => {
+            postmark_error(401, 10, "Request does not contain a valid Server token.")
+        }
+        _ => postmark_ok("b7bc2f4a-e38e-4336-af7d-e6c392c2f817"),
+    });
+    let dir = tempdir();
+    let toml = format!(
+        "backend = \"postmark\"\n\
+         [smtp]\nauth_passthrough = true\nauth_failure_delay = \"10ms\"\n\
+         [postmark]\nserver_token = \"global-token\"\napi_url = \"{}\"\n\
+         [delivery]\nretry_initial = \"1h\"\nretry_max = \"2h\"\n\
+         [[users]]\nname = \"billing\"\npassword_file = \"{pw}\"\nserver_token = \"billing-token-good\"\n\
+         [[users]]\nname = \"cron\"\npassword_file = \"{pw}\"\nserver_token = \"cron-token-rejected\"\n",
+        api.url(),
+        pw = dir.path().join("pw").display(),
+    );
+    std::fs::write(dir.path().join("pw"), "letmein99\n").unwrap();
+    let relay = Relay::start(
+        dir.path(),
+        &Setup::toml(&toml).env("POSTRELAY_HTTP__LISTEN", "127.0.0.1:0"),
+    );
+    let http = relay.http.unwrap();
+
+    send_as(&relay, "cron", "letmein99", "from-cron");
+    api.wait_for_requests(1, 20);
+    relay.wait_for("the held credential in /readyz", 20, || {
+        http_get(http, "/readyz").1.contains("user cron")
+    });
+    send_as(&relay, "billing", "letmein99", "from-billing");
+    send_as(&relay, "app", "pass-through-token-0001", "from-passthrough");
+    relay.send_simple("from-loopback", &["rcpt@example.org"]);
+    let requests = api.wait_for_requests(4, 20);
+    let token_of = |subject: &str| {
+        requests
+            .iter()
+            .find(|r| r.json()["Subject"] == subject)
+            .and_then(|r| r.header("X-Postmark-Server-Token").map(str::to_string))
+            .unwrap_or_else(|| panic!("no request for {subject}"))
+    };
+    assert_eq!(token_of("from-cron"), "cron-token-rejected");
+    assert_eq!(token_of("from-billing"), "billing-token-good");
+    assert_eq!(token_of("from-passthrough"), "pass-through-token-0001");
+    assert_eq!(token_of("from-loopback"), "global-token");
+
+    // Only cron's message stays queued, held; the relay stays ready.
+    relay.wait_for("three messages delivered", 20, || {
+        relay.files_in("queue", "json").len() == 1
+    });
+    let held = std::fs::read_to_string(&relay.files_in("queue", "json")[0]).unwrap();
+    assert!(
+        held.contains("\"held\": true") || held.contains("\"held\":true"),
+        "{held}"
+    );
+    let (status, body) = http_get(http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("user cron"), "{body}");
+    assert!(
+        !body.contains("cron-token-rejected"),
+        "never the secret: {body}"
+    );
+    assert!(
+        !relay.log().contains("pass-through-token-0001"),
+        "a passthrough token is never logged"
+    );
+    assert!(!relay.log().contains("cron-token-rejected"));
+
+    // While cron's credential is paused, its next message is held without a call.
+    send_as(&relay, "cron", "letmein99", "from-cron-again");
+    relay.wait_for("both cron messages held", 20, || {
+        let files = relay.files_in("queue", "json");
+        files.len() == 2
+            && files.iter().all(|f| {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                text.contains("\"held\": true") || text.contains("\"held\":true")
+            })
+    });
+    let cron_calls = api
+        .requests()
+        .iter()
+        .filter(|r| r.header("X-Postmark-Server-Token") == Some("cron-token-rejected"))
+        .count();
+    assert_eq!(
+        cron_calls, 1,
+        "one probe per period, not one call per held message"
+    );
+}
