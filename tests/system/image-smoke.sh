@@ -63,9 +63,11 @@ awk '/^FROM /{stage=""} {stage = stage $0 "\n"} END{printf "%s", stage}' Dockerf
         >"$WORK/context/Containerfile"
 grep -q '^COPY postrelay /usr/local/bin/postrelay$' "$WORK/context/Containerfile" ||
     fatal "the final stage no longer copies /usr/local/bin/postrelay from the builder"
-check "the final stage builds" \
+build_image() {
     podman build --format docker --network host --pull=never -q -t "$IMAGE" \
-    -f "$WORK/context/Containerfile" "$WORK/context" >"$WORK/build.log" 2>&1
+        -f "$WORK/context/Containerfile" "$WORK/context" >"$WORK/build.log" 2>&1
+}
+check "the final stage builds" build_image
 healthcheck_kept() { podman image inspect "$IMAGE" --format '{{.Config.Healthcheck}}' | grep -q healthz; }
 check "the image keeps its HEALTHCHECK" healthcheck_kept
 uid=$(podman image inspect "$IMAGE" --format '{{.Config.User}}')
@@ -88,8 +90,17 @@ check "the daemon runs as uid $uid, not root" runs_as
 
 # dry_run_has SUBJECT: a request file on the volume carries the subject.
 dry_run_has() { grep -qsE "\"Subject\": ?\"$1\"" "$WORK"/spool/dry-run/*.json; }
-check "a message is accepted" client send "smoke one" >"$WORK/send.log" 2>&1
+send_one() { client send "smoke one" >"$WORK/send.log" 2>&1; }
+check "a message is accepted" send_one
 check "it lands in the dry-run output on the volume" poll 10 dry_run_has "smoke one"
+# A local program in the container, as another uid: `postrelay sendmail`.
+exec_sendmail() {
+    printf 'Subject: smoke sendmail\n\nfrom a local program\n' |
+        podman exec -i --user 65534:65534 "$NAME" \
+            /usr/local/bin/postrelay sendmail -f app@example.com user@example.org
+}
+check "sendmail in the container, run as another uid, is accepted" exec_sendmail
+check "its message lands in the dry-run output" poll 10 dry_run_has "smoke sendmail"
 healthy() { podman healthcheck run "$NAME" >/dev/null 2>&1; }
 check "the HEALTHCHECK passes" poll 15 healthy
 
@@ -103,8 +114,8 @@ stop_now() {
 }
 export NAME WORK
 export -f stop_now poll
-check "the transaction open at stop ends in 250" \
-    client send-split "smoke drained" -- stop_now >"$WORK/drain.log" 2>&1
+send_while_stopping() { client send-split "smoke drained" -- stop_now >"$WORK/drain.log" 2>&1; }
+check "the transaction open at stop ends in 250" send_while_stopping
 sed 's/^/  /' "$WORK/drain.log"
 stopped() { [ "$(podman inspect "$NAME" --format '{{.State.Status}}')" = exited ]; }
 check "the container stops" poll 45 stopped

@@ -65,8 +65,10 @@ remove_work() {
         "$CLEANUP_HOOK" || true
     fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        # Mounts made under the work directory, deepest first.
-        findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do
+        # Mounts left under the work directory, deepest first.
+        local mounts m
+        mounts=$(findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r) || true
+        for m in $mounts; do
             umount -l "$m" 2>/dev/null || true
         done
         rm -rf --one-file-system "$WORK"
