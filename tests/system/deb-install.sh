@@ -11,6 +11,7 @@
 # run in a private network namespace, so nothing listens on the host.
 #   tests/system/deb-install.sh            # prints "deb: N passed, N failed"
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 need_root_and cargo-deb lintian debootstrap unshare chroot
 cd "$REPO_ROOT"
@@ -18,7 +19,8 @@ cd "$REPO_ROOT"
 echo "== cargo deb"
 cargo deb --locked >/dev/null || fatal "cargo deb"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
-deb=$(ls -t target/debian/postrelay_"$version"-1_*.deb | head -n 1)
+deb=target/debian/postrelay_"$version"-1_$(dpkg --print-architecture).deb
+[ -f "$deb" ] || fatal "cargo deb did not write $deb"
 echo "built $deb"
 
 echo "== lintian"
@@ -80,8 +82,8 @@ system_user() { [ "$svc_uid" -lt 1000 ]; }
 check "the service user is a system user" system_user
 is_conffile() { in_root dpkg-query -W -f='${Conffiles}\n' postrelay | grep -q '^ /etc/postrelay/postrelay.toml '; }
 check "/etc/postrelay/postrelay.toml is a conffile" is_conffile
-check "the installed config is valid" \
-    in_root /usr/bin/postrelay check-config --config /etc/postrelay/postrelay.toml >/dev/null 2>&1
+config_valid() { in_root /usr/bin/postrelay check-config --config /etc/postrelay/postrelay.toml >/dev/null 2>&1; }
+check "the installed config is valid" config_valid
 
 # The MTA dependency of cron (Recommends) and bsd-mailx (Depends) is met by
 # postrelay: apt installs neither exim4 nor postfix beside it.
@@ -165,6 +167,7 @@ rcpts = [req.get(k, "") for k in ("To", "Cc", "Bcc")]
 assert "ops@example.net" in rcpts and "root@" not in " ".join(rcpts), rcpts
 assert req["Subject"].startswith("Cron <root@"), req["Subject"]
 assert "cron output " in req.get("TextBody", ""), req.get("TextBody")
+print("  request:", json.dumps({k: req[k] for k in ("From", "To", "Cc", "Bcc", "Subject") if k in req}))
 PY
         n=$((n + 1))
     done

@@ -14,6 +14,7 @@
 # root's tarball is cached (target/system/).
 #   tests/system/image-smoke.sh            # prints "image: N passed, N failed"
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 need_root_and podman runc debootstrap nsenter
 cd "$REPO_ROOT"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the system tests in this directory (sourced, not run): a tally of
 # checks, a throwaway work directory removed on exit, and a Debian bookworm
 # minbase root made once with debootstrap and cached as a tarball under
