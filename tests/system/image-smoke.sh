@@ -40,9 +40,11 @@ driver = "overlay"
 graphroot = "$WORK/graph"
 runroot = "$WORK/run"
 EOF
+# Only what this test made; remove_work then unmounts what is left under
+# the work directory (the storage is there) and deletes it.
 podman_cleanup() {
     podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-    podman system reset -f >/dev/null 2>&1 || true
+    podman rmi -a -f >/dev/null 2>&1 || true
 }
 CLEANUP_HOOK=podman_cleanup
 
