@@ -21,6 +21,19 @@
 # set POSTRELAY_CONFIG=/etc/postrelay/postrelay.toml; the variables still win.
 # Give `docker stop` (--stop-timeout, compose stop_grace_period) a little more
 # than shutdown_timeout (30s) so mail in flight drains before SIGKILL.
+#
+# The daemon runs as uid:gid 10025:10025. A named volume gets the right owner
+# from the image; a bind-mounted spool must belong to uid 10025 and be mode
+# 0700 (`install -d -o 10025 -g 10025 -m 0700 /srv/postrelay-spool`): the
+# daemon refuses a spool owned by anyone else or open to group/others. Secret
+# files (token, API key) mounted in must be readable by uid 10025: for the
+# token above, `chown 10025 /etc/postrelay/postmark-token` on the host (keep
+# it 0600), or a compose secret with `uid: "10025"`.
+#
+# tests/system/image-smoke.sh builds this final stage with podman (the
+# binary built on the host in place of the builder stage's) and checks the
+# greeting, the uid, dry-run output on the volume, the HEALTHCHECK, and that
+# `stop` lets an open SMTP transaction finish.
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src

@@ -17,6 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 const EX_CONFIG: u8 = 78;
 
+/// The configuration the Debian package installs. `sendmail`, `mailq` and
+/// `postrelay sendmail` read it when neither `--config` nor
+/// `POSTRELAY_CONFIG` names one (as Postfix's sendmail reads `main.cf`), so
+/// that cron's mail follows the operator's `smtp.listen`, `[local]` and
+/// `sendmail.maildrop`. The file holds no secrets; the tools never read them.
+const SYSTEM_CONFIG: &str = "/etc/postrelay/postrelay.toml";
+
 fn main() -> ExitCode {
     let env_config = std::env::var_os("POSTRELAY_CONFIG");
     let env_config = env_config.as_deref().map(Path::new);
@@ -105,6 +112,8 @@ fn run_sendmail(argv: &[String], config_path: Option<&Path>) -> u8 {
     if opts.mode == Mode::NewAliases {
         return 0;
     }
+    let system = Path::new(SYSTEM_CONFIG);
+    let config_path = config_path.or_else(|| system.is_file().then_some(system));
     let loaded = match config::load_for_tools(config_path) {
         Ok(l) => l,
         Err(e) => {
