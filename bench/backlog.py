@@ -4,6 +4,7 @@
     python3 bench/backlog.py                  # N = 20000
     BACKLOG_N="5000 20000" python3 bench/backlog.py   # two sizes: is the cost per message flat?
     NOBUILD=1 ...                             # skip `cargo build --release`
+    BENCH_BIN=path/to/postrelay ...       # another build (implies nothing about NOBUILD)
 
 For each N, on a fresh temporary spool, with the same mock API as
 bench/throughput.py (bench/mockapi.py):

@@ -62,7 +62,10 @@ fn commit(spool: &Arc<Spool>, n: usize) -> tokio::task::JoinHandle<Result<String
 async fn until_gathering(spool: &Spool, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while spool.queue_sync.gathering() < n {
-        assert!(tokio::time::Instant::now() < deadline, "followers never gathered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "followers never gathered"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -88,8 +91,14 @@ async fn concurrent_commits_are_all_durable_and_share_directory_syncs() {
     }
     let seen = seen.lock().unwrap();
     for id in &ids {
-        assert!(fsio::is_file(&spool.queue.join(format!("{id}.eml"))), "{id}");
-        assert!(fsio::is_file(&spool.queue.join(format!("{id}.json"))), "{id}");
+        assert!(
+            fsio::is_file(&spool.queue.join(format!("{id}.eml"))),
+            "{id}"
+        );
+        assert!(
+            fsio::is_file(&spool.queue.join(format!("{id}.json"))),
+            "{id}"
+        );
         let json = format!("{id}.json");
         assert!(
             seen.iter().any(|names| names.contains(&json)),
@@ -123,5 +132,9 @@ async fn a_failed_shared_sync_fails_every_commit_it_covered_and_keeps_none() {
     left.sort();
     assert_eq!(left, vec![format!("{kept}.eml"), format!("{kept}.json")]);
     assert_eq!(spool.depth().0, 1, "only the durable message is scheduled");
-    assert_eq!(fs::read_dir(&spool.tmp).unwrap().count(), 0, "no temp file left");
+    assert_eq!(
+        fs::read_dir(&spool.tmp).unwrap().count(),
+        0,
+        "no temp file left"
+    );
 }

@@ -137,7 +137,9 @@ impl GroupSync {
         let _done = Done(self, batch);
         let result = (self.sync)(dir);
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        let _ = batch.outcome.set(result.as_ref().map_err(SyncError::of).copied());
+        let _ = batch
+            .outcome
+            .set(result.as_ref().map_err(SyncError::of).copied());
         result
     }
 
@@ -208,7 +210,11 @@ mod tests {
         let results: Vec<_> = rest_rx.try_iter().collect();
         assert_eq!(results.len(), 7);
         assert!(results.iter().all(Result::is_ok));
-        assert_eq!(group.syncs(), 2, "one sync for the first, one for the seven");
+        assert_eq!(
+            group.syncs(),
+            2,
+            "one sync for the first, one for the seven"
+        );
     }
 
     #[test]
@@ -244,7 +250,11 @@ mod tests {
     fn a_panicking_sync_fails_its_batch_and_frees_the_next_leader() {
         let group = Arc::new(GroupSync::new(Box::new(|_| panic!("disk on fire"))));
         let g = group.clone();
-        assert!(thread::spawn(move || g.covered(Path::new("q"))).join().is_err());
+        assert!(
+            thread::spawn(move || g.covered(Path::new("q")))
+                .join()
+                .is_err()
+        );
         assert!(!group.lock().running);
     }
 }
