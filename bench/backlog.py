@@ -59,7 +59,10 @@ def one(tmp, mock, n):
     mock.call("POST", "/__mode/200")
     mock.call("POST", "/__reset")
     t = time.monotonic()
-    subprocess.run([tp.BIN, "queue", "retry", "--all"], env=relay.env, check=True, stdout=subprocess.DEVNULL)
+    # Entries delivered while it runs (their own retry came due) make it
+    # report "no spool entry" and exit 1: expected, so not checked.
+    subprocess.run([tp.BIN, "queue", "retry", "--all"], env=relay.env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tp.wait_until("the backlog to drain", lambda: mock.stats()["emails"] >= n and relay.queue_files() == 0, secs=1800)
     drain = time.monotonic() - t
     calls = mock.stats()["calls"]

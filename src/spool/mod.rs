@@ -157,7 +157,7 @@ impl Spool {
             min_free,
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
-            queue_sync: group::GroupSync::new(Box::new(|dir| fsio::sync_dir(dir))),
+            queue_sync: group::GroupSync::new(Box::new(fsio::sync_dir)),
             _lock: lock,
         };
         for dir in [&spool.tmp, &spool.queue, &spool.failed, &spool.dry_run] {
