@@ -42,13 +42,23 @@ def rss_mb(pid, key="VmRSS"):
 def one(tmp, mock, n):
     mock.call("POST", "/__mode/503")
     relay = tp.Relay(tmp, mock.port)
-    base_rss = rss_mb(relay.proc.pid)
-    accepted = tp.smtp_source(relay.port, n, 2048, 20)
-    queued_rss, queued_hwm = rss_mb(relay.proc.pid), rss_mb(relay.proc.pid, "VmHWM")
+    try:
+        base_rss = rss_mb(relay.proc.pid)
+        accepted = tp.smtp_source(relay.port, n, 2048, 20)
+        queued_rss, queued_hwm = rss_mb(relay.proc.pid), rss_mb(relay.proc.pid, "VmHWM")
+    finally:
+        relay.stop()
     spool = relay.dir
-    relay.stop()
 
     relay = tp.Relay(tmp, mock.port, spool=spool)
+    try:
+        drained(relay, mock, n, accepted, base_rss, queued_rss, queued_hwm)
+    finally:
+        relay.stop()
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def drained(relay, mock, n, accepted, base_rss, queued_rss, queued_hwm):
     recovery = relay.ready_after
     time.sleep(0.5)
     idle_rss = rss_mb(relay.proc.pid)
@@ -56,19 +66,18 @@ def one(tmp, mock, n):
     subprocess.run([tp.BIN, "queue", "list"], env=relay.env, check=True, stdout=subprocess.DEVNULL)
     listed = time.monotonic() - t
 
+    mock.call("POST", "/__reset")  # first: a retry due now may be delivered at once
     mock.call("POST", "/__mode/200")
-    mock.call("POST", "/__reset")
     t = time.monotonic()
     # Entries delivered while it runs (their own retry came due) make it
     # report "no spool entry" and exit 1: expected, so not checked.
     subprocess.run([tp.BIN, "queue", "retry", "--all"], env=relay.env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tp.wait_until("the backlog to drain", lambda: mock.stats()["emails"] >= n and relay.queue_files() == 0, secs=1800)
+    tp.wait_until("the backlog to drain", lambda: relay.queue_files() == 0, secs=1800)
     drain = time.monotonic() - t
-    calls = mock.stats()["calls"]
+    stats = mock.stats()
+    calls, sent = stats["calls"], stats["emails"]
     drained_hwm = rss_mb(relay.proc.pid, "VmHWM")
-    relay.stop()
-    shutil.rmtree(spool, ignore_errors=True)
     print(f"N={n}")
     print(f"  queued with the API down: {n / accepted:.0f} msg/s accepted")
     print(f"  RSS: empty {base_rss:.1f} MB, {n} queued {queued_rss:.1f} MB (peak {queued_hwm:.1f}),"
@@ -76,7 +85,8 @@ def one(tmp, mock, n):
     print(f"  restart (recovery until listening): {recovery:.2f} s = {recovery * 1e6 / n:.0f} us/msg;"
           f" idle RSS after restart {idle_rss:.1f} MB = {(idle_rss - base_rss) * 1024 / n:.2f} KB/msg over empty")
     print(f"  queue list: {listed:.2f} s = {listed * 1e6 / n:.0f} us/msg")
-    print(f"  drain: {n / drain:.0f} msg/s ({drain:.1f} s), {calls / n:.3f} API calls/msg, peak RSS {drained_hwm:.1f} MB")
+    print(f"  drain: {sent} sent at {sent / drain:.0f} msg/s ({drain:.1f} s), {calls / max(sent, 1):.3f} API calls/msg,"
+          f" peak RSS {drained_hwm:.1f} MB")
     sys.stdout.flush()
 
 
