@@ -1,10 +1,12 @@
 //! The receiving path: a message streams into `tmp/<id>.eml`, then
-//! [`Incoming::commit`] makes it durable in `queue/` (where group commit
-//! will batch the fsyncs of many messages).
+//! [`Incoming::commit`] makes it durable in `queue/`. Each message fsyncs
+//! its own two files; the directory fsync that makes the renames durable is
+//! shared by every message committed at the same time (see [`group`](super::group)).
 //!
 //! Invariant: `commit` returns `Ok` only once the message, then its record,
-//! are fsynced and renamed into `queue/` and the directory is fsynced; on
-//! any error nothing that could be delivered is left behind.
+//! are fsynced and renamed into `queue/` and a directory fsync that started
+//! after those renames has succeeded; on any error nothing that could be
+//! delivered is left behind.
 
 use std::fs;
 use std::io;
@@ -34,7 +36,10 @@ impl Spool {
         Ok(Incoming {
             id,
             path: Some(path),
-            file: tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file)),
+            file: Some(tokio::io::BufWriter::with_capacity(
+                64 * 1024,
+                tokio::fs::File::from_std(file),
+            )),
             size: 0,
         })
     }
@@ -45,7 +50,8 @@ impl Spool {
 pub struct Incoming {
     id: String,
     path: Option<PathBuf>,
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    /// `None` once `commit` has taken it.
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     size: u64,
 }
 
@@ -62,8 +68,12 @@ impl Incoming {
         self.path.as_deref().expect("incoming path")
     }
 
+    fn file(&mut self) -> &mut tokio::io::BufWriter<tokio::fs::File> {
+        self.file.as_mut().expect("incoming file")
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.file
+        self.file()
             .write_all(bytes)
             .await
             .map_err(SpoolError::from_io)?;
@@ -71,17 +81,13 @@ impl Incoming {
         Ok(())
     }
 
-    /// Flushes and fsyncs the received bytes (before reading them back to check limits).
+    /// Flushes the received bytes to the file, so they can be read back
+    /// (to check limits); [`commit`](Incoming::commit) makes them durable.
     pub async fn finish(&mut self) -> Result<(), SpoolError> {
-        self.file.flush().await.map_err(SpoolError::from_io)?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .await
-            .map_err(SpoolError::from_io)
+        self.file().flush().await.map_err(SpoolError::from_io)
     }
 
-    /// Makes the message durable in `queue/`. Returns its id. Call [`finish`](Incoming::finish) first.
+    /// Makes the message durable in `queue/`. Returns its id.
     pub async fn commit(
         self,
         spool: &Arc<Spool>,
@@ -98,6 +104,8 @@ impl Incoming {
         credential: Credential,
     ) -> Result<String, SpoolError> {
         self.finish().await?;
+        let file = self.file.take().expect("incoming file").into_inner();
+        let file = file.into_std().await;
         let tmp_eml = self.path.take().expect("incoming path");
         let meta = Meta::with_credential(
             self.id.clone(),
@@ -108,7 +116,7 @@ impl Incoming {
         );
         let spool2 = spool.clone();
         let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || spool2.link_into_queue(&tmp_eml, &meta2))
+        tokio::task::spawn_blocking(move || spool2.link_into_queue(&file, &tmp_eml, &meta2))
             .await
             .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
         spool
@@ -128,19 +136,26 @@ impl Drop for Incoming {
 }
 
 impl Spool {
-    /// Message first, record (the commit marker) last, then the directory.
-    fn link_into_queue(&self, tmp_eml: &Path, meta: &Meta) -> Result<(), SpoolError> {
+    /// Message first, record (the commit marker) last, then the directory,
+    /// whose sync is shared with every message renamed meanwhile.
+    fn link_into_queue(
+        &self,
+        eml: &fs::File,
+        tmp_eml: &Path,
+        meta: &Meta,
+    ) -> Result<(), SpoolError> {
         let id = &meta.id;
         let tmp_json = fsio::temp_name(&self.tmp, id);
         let queued_json = self.queue.join(format!("{id}.json"));
         let queued_eml = self.queue.join(format!("{id}.eml"));
         let write = || -> io::Result<()> {
+            eml.sync_all()?;
             let mut f = fsio::create_new(&tmp_json)?;
             io::Write::write_all(&mut f, &entry::encode(meta))?;
             f.sync_all()?;
             fs::rename(tmp_eml, &queued_eml)?;
             fs::rename(&tmp_json, &queued_json)?;
-            fsio::sync_dir(&self.queue)
+            self.queue_sync.covered(&self.queue)
         };
         write().map_err(|e| {
             // The client hears 4xx and will send again: leave nothing

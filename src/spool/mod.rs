@@ -10,20 +10,24 @@
 //! ```
 //!
 //! Invariants: [`Incoming::commit`] returns only after the message and its
-//! record are fsynced and renamed into `queue/` and the directory is fsynced;
+//! record are fsynced and renamed into `queue/` and a directory fsync that
+//! started after the renames has succeeded (one such fsync is shared by all
+//! the messages committed meanwhile: group commit);
 //! only then may SMTP answer `250` (the record is renamed last, so a crash
 //! leaves a complete entry or none). Every component is created 0700/0600,
 //! checked at open (not a symlink, ours, not group/other-writable), and
 //! never opened through a symlink; an entry's id is its validated file name.
 //!
-//! By role: [`commit`] receives, [`recovery`] rebuilds the schedule at open,
-//! [`schedule`] decides who is due (with [`Claim`]), [`store`] reads and
-//! moves entry files, [`admin`] holds the operator actions.
+//! By role: [`commit`] receives (with [`group`] sharing directory syncs),
+//! [`recovery`] rebuilds the schedule at open, [`schedule`] decides who is
+//! due (with [`Claim`]), [`store`] reads and moves entry files, [`admin`]
+//! holds the operator actions.
 
 mod admin;
 mod commit;
 mod entry;
 pub mod fsio;
+mod group;
 mod recovery;
 mod schedule;
 mod store;
@@ -93,6 +97,8 @@ pub struct Spool {
     min_free: u64,
     schedule: Mutex<Schedule>,
     wake: Notify,
+    /// Group commit of `queue/`'s directory entries.
+    queue_sync: group::GroupSync,
     /// Exclusive `flock` on `postrelay.lock`, held for the life of the process:
     /// one process owns a spool at a time.
     _lock: fs::File,
@@ -151,6 +157,7 @@ impl Spool {
             min_free,
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
+            queue_sync: group::GroupSync::new(Box::new(fsio::sync_dir)),
             _lock: lock,
         };
         for dir in [&spool.tmp, &spool.queue, &spool.failed, &spool.dry_run] {
@@ -215,5 +222,7 @@ impl Spool {
     }
 }
 
+#[cfg(test)]
+mod commit_tests;
 #[cfg(test)]
 mod tests;

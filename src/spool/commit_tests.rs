@@ -1,0 +1,140 @@
+//! Group commit at the spool level: concurrent commits are all durable and
+//! share directory syncs; a failed shared sync fails every commit it covered
+//! and leaves none of them in `queue/`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use super::*;
+use crate::message::Envelope;
+
+/// What the directory held when each successful sync started.
+type Seen = Arc<Mutex<Vec<HashSet<String>>>>;
+
+/// A spool whose first `queue/` sync waits for the returned sender; later
+/// syncs are real when `later_fails` is false and fail with EIO otherwise.
+/// `started` hears when the first sync begins.
+fn gated_spool(
+    dir: &Path,
+    later_fails: bool,
+) -> (Arc<Spool>, mpsc::Sender<()>, mpsc::Receiver<()>, Seen) {
+    let (mut spool, _) = Spool::open(dir, 0).expect("open spool");
+    let (release, gate) = mpsc::channel::<()>();
+    let (tell_started, started) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some((gate, tell_started)));
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    spool.queue_sync = group::GroupSync::new(Box::new(move |queue| {
+        let first = gate.lock().unwrap().take();
+        if later_fails && first.is_none() {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        let names: HashSet<String> = fs::read_dir(queue)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<_>>()?;
+        if let Some((gate, tell_started)) = first {
+            tell_started.send(()).unwrap();
+            gate.recv().unwrap();
+        }
+        fsio::sync_dir(queue)?;
+        seen2.lock().unwrap().push(names);
+        Ok(())
+    }));
+    (Arc::new(spool), release, started, seen)
+}
+
+fn commit(spool: &Arc<Spool>, n: usize) -> tokio::task::JoinHandle<Result<String, SpoolError>> {
+    let spool = spool.clone();
+    tokio::spawn(async move {
+        let mut inc = spool.receive().await?;
+        inc.write(format!("Subject: {n}\r\n\r\nbody {n}\r\n").as_bytes())
+            .await?;
+        let env = Envelope {
+            mail_from: "a@example.com".into(),
+            rcpt_to: vec!["b@example.org".into()],
+        };
+        inc.commit(&spool, env).await
+    })
+}
+
+async fn until_gathering(spool: &Spool, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while spool.queue_sync.gathering() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "followers never gathered"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn wait(started: &mpsc::Receiver<()>) {
+    started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("first sync started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_are_all_durable_and_share_directory_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, release, started, seen) = gated_spool(dir.path(), false);
+    let first = commit(&spool, 0);
+    tokio::task::block_in_place(|| wait(&started));
+    let rest: Vec<_> = (1..20).map(|n| commit(&spool, n)).collect();
+    until_gathering(&spool, 19).await;
+    release.send(()).unwrap();
+    let mut ids = vec![first.await.unwrap().expect("first commit")];
+    for h in rest {
+        ids.push(h.await.unwrap().expect("follower commit"));
+    }
+    let seen = seen.lock().unwrap();
+    for id in &ids {
+        assert!(
+            fsio::is_file(&spool.queue.join(format!("{id}.eml"))),
+            "{id}"
+        );
+        assert!(
+            fsio::is_file(&spool.queue.join(format!("{id}.json"))),
+            "{id}"
+        );
+        let json = format!("{id}.json");
+        assert!(
+            seen.iter().any(|names| names.contains(&json)),
+            "{id} acknowledged without a directory sync after its rename"
+        );
+    }
+    assert_eq!(spool.depth().0, 20);
+    assert_eq!(spool.queue_sync.syncs(), 2, "20 commits, 2 directory syncs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_shared_sync_fails_every_commit_it_covered_and_keeps_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, release, started, _) = gated_spool(dir.path(), true);
+    let first = commit(&spool, 0);
+    tokio::task::block_in_place(|| wait(&started));
+    let rest: Vec<_> = (1..6).map(|n| commit(&spool, n)).collect();
+    until_gathering(&spool, 5).await;
+    release.send(()).unwrap();
+    let kept = first.await.unwrap().expect("the first sync succeeded");
+    for h in rest {
+        match h.await.unwrap() {
+            Err(SpoolError::Io(e)) => assert_eq!(e.raw_os_error(), Some(5)),
+            other => panic!("a commit covered by a failed sync answered {other:?}"),
+        }
+    }
+    let mut left: Vec<_> = fs::read_dir(&spool.queue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![format!("{kept}.eml"), format!("{kept}.json")]);
+    assert_eq!(spool.depth().0, 1, "only the durable message is scheduled");
+    assert_eq!(
+        fs::read_dir(&spool.tmp).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+}
