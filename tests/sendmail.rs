@@ -295,9 +295,15 @@ fn run_mail_client(relay: &Relay, program: &str, args: &[&str], env: &[(&str, &P
         "{} is missing: .ci/run unpacks {program} there",
         bin.display()
     );
+    // The unpacked liblockfile, under usr/lib/<multiarch triplet>.
+    let libs = std::fs::read_dir(root.join("usr/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-linux-gnu"))
+        .expect("an unpacked usr/lib/<triplet>");
     let mut child = Command::new(&bin)
         .args(args)
-        .env("LD_LIBRARY_PATH", root.join("usr/lib/x86_64-linux-gnu"))
+        .env("LD_LIBRARY_PATH", libs)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
