@@ -1,7 +1,7 @@
 //! `sendmail` driven by the real programs that call it (Debian's cron,
-//! PHP's `mail()`, mutt, a Symfony-style `-bs` conversation), each message
-//! checked in the daemon's dry-run output; and stdin streamed in bounded
-//! memory.
+//! busybox's crond, PHP's `mail()`, mutt, BSD mailx, s-nail, a
+//! Symfony-style `-bs` conversation), each message checked in the daemon's
+//! dry-run output; and stdin streamed in bounded memory.
 
 mod support;
 
@@ -126,6 +126,70 @@ fn debian_cron_mails_job_output_through_sendmail() {
 }
 
 #[test]
+fn busybox_crond_mails_job_output_through_sendmail() {
+    let listed = Command::new("busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox (apt-get install busybox-static; .ci/run does)");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|l| l == "crond"),
+        "this busybox has no crond applet: apt-get install busybox-static"
+    );
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    let (_, args) = wrapper(
+        dir.path(),
+        &relay,
+        "POSTRELAY_LOCAL__ADMIN_ADDRESS=ops@example.com",
+    );
+    // busybox crond runs `sendmail` found on its PATH; the job's crontab
+    // sets MAILTO (without it busybox mails nothing).
+    let crontabs = dir.path().join("crontabs");
+    std::fs::create_dir_all(&crontabs).unwrap();
+    std::fs::write(
+        crontabs.join("root"),
+        "MAILTO=root\n* * * * * echo busybox-output-marker\n",
+    )
+    .unwrap();
+    // A private mount namespace: crond keeps its mail file under
+    // /var/spool/cron and its reboot marker under /run, both fresh tmpfs.
+    let setup = format!(
+        "mount -t tmpfs none /var/spool && mkdir /var/spool/cron && mount -t tmpfs none /run && exec env -i PATH={path}:/usr/bin:/bin busybox crond -f -c {crontabs} -L /dev/null",
+        path = dir.path().display(),
+        crontabs = crontabs.display(),
+    );
+    let mut crond = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &setup])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux; needs root for a private mount namespace)");
+    // crond runs the job at the next minute boundary.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while dry_run(&relay).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = crond.kill();
+    let _ = crond.wait();
+    let requests = dry_run(&relay);
+    assert!(
+        !requests.is_empty(),
+        "crond's mail never arrived; log:\n{}",
+        relay.log()
+    );
+    assert_eq!(recorded_args(&args), ["-ti"], "busybox crond's invocation");
+    let r = &requests[0];
+    assert_eq!(r["Subject"], "cron: echo busybox-output-marker", "{r}");
+    assert_eq!(r["From"], "root@host.example", "{r}");
+    // `To: root` names a local user: the mail goes to the admin address.
+    assert_eq!(r["Bcc"], "ops@example.com", "{r}");
+    assert!(r["To"].is_null(), "{r}");
+    assert_eq!(r["TextBody"], "busybox-output-marker\r\n", "{r}");
+}
+
+#[test]
 fn php_mail_with_f_and_r_reaches_the_daemon() {
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &Setup::toml(""));
@@ -215,6 +279,118 @@ fn mutt_with_dsn_settings_reaches_the_daemon() {
         "{r}"
     );
     assert_eq!(r["TextBody"], "hello from mutt\r\n");
+}
+
+/// Where `.ci/run` unpacks bsd-mailx and s-nail (`apt-get download`,
+/// `dpkg -x`): installing bsd-mailx would pull in another MTA.
+const MAILX_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci/mailx");
+
+/// Runs an unpacked mail client with `args`, the body on stdin, and waits
+/// for its message in the dry-run output.
+fn run_mail_client(relay: &Relay, program: &str, args: &[&str], env: &[(&str, &Path)]) {
+    let root = Path::new(MAILX_ROOT);
+    let bin = root.join("usr/bin").join(program);
+    assert!(
+        bin.exists(),
+        "{} is missing: .ci/run unpacks {program} there",
+        bin.display()
+    );
+    // The unpacked liblockfile, under usr/lib/<multiarch triplet>.
+    let libs = std::fs::read_dir(root.join("usr/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-linux-gnu"))
+        .expect("an unpacked usr/lib/<triplet>");
+    let mut child = Command::new(&bin)
+        .args(args)
+        .env("LD_LIBRARY_PATH", libs)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from mailx\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    relay.wait_for("the mail client's message", 20, || {
+        dry_run(relay).len() == 1
+    });
+}
+
+#[test]
+fn bsd_mailx_with_subject_and_sender_reaches_the_daemon() {
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    let (script, args) = wrapper(dir.path(), &relay, "");
+    // bsd-mailx runs the program its `sendmail` variable names.
+    let mailrc = dir.path().join("mailrc");
+    std::fs::write(&mailrc, format!("set sendmail={}\n", script.display())).unwrap();
+    run_mail_client(
+        &relay,
+        "bsd-mailx",
+        &[
+            "-n",
+            "-s",
+            "mailx subject",
+            "-r",
+            "app@example.com",
+            "ops@example.org",
+        ],
+        &[("MAILRC", &mailrc), ("HOME", dir.path())],
+    );
+    assert_eq!(
+        recorded_args(&args),
+        ["-i", "-t", "-f", "app@example.com"],
+        "bsd-mailx's invocation"
+    );
+    let r = &dry_run(&relay)[0];
+    assert_eq!(r["Subject"], "mailx subject", "{r}");
+    assert_eq!(r["From"], "app@example.com", "{r}");
+    assert_eq!(r["To"], "ops@example.org", "{r}");
+    assert_eq!(r["TextBody"], "hello from mailx\r\n", "{r}");
+    let log = relay.log();
+    assert!(log.contains("from=app@example.com"), "{log}");
+}
+
+#[test]
+fn s_nail_with_subject_and_sender_reaches_the_daemon() {
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    let (script, args) = wrapper(dir.path(), &relay, "");
+    let mta = format!("mta={}", script.display());
+    run_mail_client(
+        &relay,
+        "s-nail",
+        &[
+            "-n",
+            "-S",
+            &mta,
+            "-s",
+            "s-nail subject",
+            "-r",
+            "app@example.com",
+            "ops@example.org",
+        ],
+        &[("MAILRC", Path::new("/dev/null")), ("HOME", dir.path())],
+    );
+    assert_eq!(
+        recorded_args(&args),
+        ["-i", "-f", "app@example.com", "--", "ops@example.org"],
+        "s-nail's invocation"
+    );
+    let r = &dry_run(&relay)[0];
+    assert_eq!(r["Subject"], "s-nail subject", "{r}");
+    assert_eq!(r["From"], "app@example.com", "{r}");
+    assert_eq!(r["To"], "ops@example.org", "{r}");
+    assert_eq!(r["TextBody"], "hello from mailx\r\n", "{r}");
+    let log = relay.log();
+    assert!(log.contains("from=app@example.com"), "{log}");
 }
 
 /// Speaks SMTP to `sendmail -bs -i` over its stdin/stdout, as Symfony Mailer does.
