@@ -108,7 +108,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             },
             health.clone(),
         )
-        .with_credentials(CredentialBook::new(loaded.secrets.user_tokens.clone())),
+        .with_credentials(
+            CredentialBook::new(loaded.secrets.user_tokens.clone()).with_streams(&cfg.users),
+        ),
     );
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
