@@ -166,6 +166,7 @@ fn a_rejected_global_credential_holds_only_the_mail_that_uses_it() {
 
     relay.send_simple("global-first", &["rcpt@example.org"]);
     api.wait_for_requests(1, 20);
+    let rejected_at = std::time::Instant::now();
     relay.wait_for("the global message held", 20, || {
         relay.files_in("queue", "json").iter().any(|f| is_held(f))
     });
@@ -178,12 +179,14 @@ fn a_rejected_global_credential_holds_only_the_mail_that_uses_it() {
         api.count() >= 3 && relay.files_in("queue", "json").len() == 1
     });
 
-    // Global mail sent meanwhile is held without a call.
+    // Global mail sent meanwhile is held: one call per 10 s probe period at
+    // most, never one per held message.
     relay.send_simple("global-again", &["rcpt@example.org"]);
     relay.wait_for("both global messages held", 20, || {
         let files = relay.files_in("queue", "json");
         files.len() == 2 && files.iter().all(|f| is_held(f))
     });
+    let periods = 1 + rejected_at.elapsed().as_secs() as usize / 10;
     let requests = api.requests();
     let subjects = |token: &str| -> Vec<String> {
         requests
@@ -192,7 +195,9 @@ fn a_rejected_global_credential_holds_only_the_mail_that_uses_it() {
             .map(|r| r.json()["Subject"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert_eq!(subjects("global-token-rejected"), ["global-first"]);
+    let global = subjects("global-token-rejected");
+    assert_eq!(global[0], "global-first");
+    assert!(global.len() <= periods, "{global:?} in {periods} periods");
     assert_eq!(subjects("billing-token-good"), ["from-billing"]);
     assert_eq!(subjects("pass-through-token-0001"), ["from-passthrough"]);
 }

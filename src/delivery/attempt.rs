@@ -51,12 +51,12 @@ impl Engine {
         match gate.admit(Instant::now()) {
             Admit::All => {}
             Admit::Probe => credential_probe = true,
-            Admit::Until(_) => {
+            Admit::Until(until) => {
                 if !own {
                     self.probe_without_answer(probe);
                 }
-                let attempt = Attempt::ConfigFault {
-                    code: None,
+                let attempt = Attempt::CredentialPaused {
+                    until,
                     reason: format!(
                         "credential {} was rejected; held until it is fixed",
                         self.sending_label(&meta.credential)
