@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,9 @@ use crate::spool::Spool;
 /// Runs the daemon until `shutdown` is cancelled, then drains.
 pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
     let cfg = &loaded.config;
+    // Before any port is bound: a client (or a test) that sees the port open
+    // may send SIGHUP at once, and its default action ends the process.
+    let hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -108,7 +111,9 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             },
             health.clone(),
         )
-        .with_credentials(CredentialBook::new(loaded.secrets.user_tokens.clone())),
+        .with_credentials(
+            CredentialBook::new(loaded.secrets.user_tokens.clone()).with_streams(&cfg.users),
+        ),
     );
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
@@ -194,7 +199,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
             tracker.clone(),
         ))
     });
-    reload_on_sighup(tls, shutdown.clone())?;
+    reload_on_sighup(hup, tls, shutdown.clone());
     let smtp_task = tokio::spawn(smtp::serve(
         smtp_listener,
         smtp::Mode::Plain,
@@ -237,8 +242,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
 /// Reads the certificate and key again on each SIGHUP; the listeners stay
 /// up and a bad pair leaves the current one in use. Without TLS a SIGHUP
 /// is logged and ignored (it never stops the daemon).
-fn reload_on_sighup(tls: Option<Arc<Tls>>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+fn reload_on_sighup(mut hup: Signal, tls: Option<Arc<Tls>>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -257,7 +261,6 @@ fn reload_on_sighup(tls: Option<Arc<Tls>>, shutdown: CancellationToken) -> anyho
             }
         }
     });
-    Ok(())
 }
 
 /// Waits for `shutdown` while the core tasks (the listeners, the delivery

@@ -1,7 +1,8 @@
 //! Credentials per message, end to end against the scripted API: each
 //! user's own token and a passthrough token reach the API in
-//! `X-Postmark-Server-Token`; a rejected one holds only its own mail and
-//! shows in `/readyz` by name, never by value.
+//! `X-Postmark-Server-Token`; a rejected one (the global one too) holds
+//! only its own mail and shows in `/readyz` by name, never by value; a
+//! user's own `message_stream` is the default stream of their mail.
 
 mod support;
 
@@ -34,16 +35,22 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Sends one message after AUTH PLAIN as `user` / `password` (loopback: no TLS needed).
 fn send_as(relay: &Relay, user: &str, password: &str, subject: &str) {
+    send_message_as(relay, user, password, &simple_message(subject));
+}
+
+fn send_message_as(relay: &Relay, user: &str, password: &str, message: &str) {
     let mut c = relay.session();
     let plain = B64.encode(format!("\0{user}\0{password}"));
     c.cmd(&format!("AUTH PLAIN {plain}"), "235");
-    let r = c.send_mail(
-        "sender@example.com",
-        &["rcpt@example.org"],
-        &simple_message(subject),
-    );
+    let r = c.send_mail("sender@example.com", &["rcpt@example.org"], message);
     assert!(r.starts_with("250 2.0.0"), "{r}");
     c.cmd("QUIT", "221");
+}
+
+/// Whether the spooled entry at `path` is held.
+fn is_held(path: &std::path::Path) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.contains("\"held\": true") || text.contains("\"held\":true")
 }
 
 #[test]
@@ -134,4 +141,96 @@ fn each_message_goes_with_its_own_credential_and_a_rejected_one_holds_only_its_m
         cron_calls, 1,
         "one probe per period, not one call per held message"
     );
+}
+
+#[test]
+fn a_rejected_global_credential_holds_only_the_mail_that_uses_it() {
+    let api = ApiMock::start(|req| match req.header("X-Postmark-Server-Token") {
+        Some("global-token-rejected") => {
+            postmark_error(401, 10, "Request does not contain a valid Server token.")
+        }
+        _ => postmark_ok("b7bc2f4a-e38e-4336-af7d-e6c392c2f817"),
+    });
+    let dir = tempdir();
+    let toml = format!(
+        "backend = \"postmark\"\n\
+         [smtp]\nauth_passthrough = true\nauth_failure_delay = \"10ms\"\n\
+         [postmark]\nserver_token = \"global-token-rejected\"\napi_url = \"{}\"\n\
+         [delivery]\nretry_initial = \"1h\"\nretry_max = \"2h\"\n\
+         [[users]]\nname = \"billing\"\npassword_file = \"{pw}\"\nserver_token = \"billing-token-good\"\n",
+        api.url(),
+        pw = dir.path().join("pw").display(),
+    );
+    std::fs::write(dir.path().join("pw"), "letmein99\n").unwrap();
+    let relay = Relay::start(dir.path(), &Setup::toml(&toml));
+
+    relay.send_simple("global-first", &["rcpt@example.org"]);
+    api.wait_for_requests(1, 20);
+    let rejected_at = std::time::Instant::now();
+    relay.wait_for("the global message held", 20, || {
+        relay.files_in("queue", "json").iter().any(|f| is_held(f))
+    });
+
+    // The global credential's pause (10 s) does not reach other credentials:
+    // their mail goes at once.
+    send_as(&relay, "billing", "letmein99", "from-billing");
+    send_as(&relay, "app", "pass-through-token-0001", "from-passthrough");
+    relay.wait_for("the user's and the passthrough mail delivered", 5, || {
+        api.count() >= 3 && relay.files_in("queue", "json").len() == 1
+    });
+
+    // Global mail sent meanwhile is held: one call per 10 s probe period at
+    // most, never one per held message.
+    relay.send_simple("global-again", &["rcpt@example.org"]);
+    relay.wait_for("both global messages held", 20, || {
+        let files = relay.files_in("queue", "json");
+        files.len() == 2 && files.iter().all(|f| is_held(f))
+    });
+    let periods = 1 + rejected_at.elapsed().as_secs() as usize / 10;
+    let requests = api.requests();
+    let subjects = |token: &str| -> Vec<String> {
+        requests
+            .iter()
+            .filter(|r| r.header("X-Postmark-Server-Token") == Some(token))
+            .map(|r| r.json()["Subject"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let global = subjects("global-token-rejected");
+    assert_eq!(global[0], "global-first");
+    assert!(global.len() <= periods, "{global:?} in {periods} periods");
+    assert_eq!(subjects("billing-token-good"), ["from-billing"]);
+    assert_eq!(subjects("pass-through-token-0001"), ["from-passthrough"]);
+}
+
+#[test]
+fn a_users_message_stream_is_their_default_and_the_header_wins() {
+    let api = ApiMock::start(|_| postmark_ok("b7bc2f4a-e38e-4336-af7d-e6c392c2f817"));
+    let dir = tempdir();
+    let toml = format!(
+        "backend = \"postmark\"\n\
+         [smtp]\nauth_failure_delay = \"10ms\"\n\
+         [postmark]\nserver_token = \"global-token\"\napi_url = \"{}\"\n\
+         [[users]]\nname = \"billing\"\npassword_file = \"{pw}\"\nmessage_stream = \"billing\"\n",
+        api.url(),
+        pw = dir.path().join("pw").display(),
+    );
+    std::fs::write(dir.path().join("pw"), "letmein99\n").unwrap();
+    let relay = Relay::start(dir.path(), &Setup::toml(&toml));
+
+    send_as(&relay, "billing", "letmein99", "no-header");
+    let with_header =
+        simple_message("with-header").replacen("\r\n", "\r\nX-PM-Message-Stream: broadcast\r\n", 1);
+    send_message_as(&relay, "billing", "letmein99", &with_header);
+    relay.send_simple("not-a-user", &["rcpt@example.org"]);
+    let requests = api.wait_for_requests(3, 20);
+    let stream_of = |subject: &str| {
+        requests
+            .iter()
+            .find(|r| r.json()["Subject"] == subject)
+            .map(|r| r.json()["MessageStream"].clone())
+            .unwrap_or_else(|| panic!("no request for {subject}"))
+    };
+    assert_eq!(stream_of("no-header"), "billing");
+    assert_eq!(stream_of("with-header"), "broadcast");
+    assert_eq!(stream_of("not-a-user"), "outbound");
 }

@@ -1,6 +1,7 @@
-//! SMTP AUTH over real sockets: PLAIN and LOGIN after STARTTLS (raw bytes
-//! and lettre), `535` and the per-address failure limit, `allowed_from` on
-//! the envelope and on `From:`, and `postrelay hash-password`.
+//! SMTP AUTH over real sockets: PLAIN and LOGIN after STARTTLS (raw bytes,
+//! lettre, swaks, msmtp and Python's smtplib), `535` and the per-address
+//! failure limit, `allowed_from` on the envelope and on `From:`, and
+//! `postrelay hash-password`.
 
 mod support;
 
@@ -228,6 +229,49 @@ fn swaks_with_tls_and_auth_sends_through_the_relay() {
     assert!(text.contains("<-  220 2.0.0 Ready to start TLS"), "{text}");
     assert!(text.contains("<~  235 2.7.0"), "AUTH over TLS: {text}");
     assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
+}
+
+/// msmtp with `tls on` and `tls_starttls on`, checking the test
+/// certificate (whose SAN holds 127.0.0.1, the address it connects to),
+/// then AUTH.
+#[test]
+fn msmtp_with_starttls_and_auth_sends_through_the_relay() {
+    let dir = tempdir();
+    let (setup, cert) = setup(dir.path(), "require_auth = true");
+    let relay = Relay::start(dir.path(), &setup);
+    // An empty configuration of its own: nothing from the machine's.
+    let rc = dir.path().join("msmtprc");
+    std::fs::write(&rc, "").unwrap();
+    let mut msmtp = Command::new("msmtp");
+    msmtp
+        .arg(format!("--file={}", rc.display()))
+        .args(["--host=127.0.0.1", &format!("--port={}", relay.smtp.port())])
+        .args(["--tls=on", "--tls-starttls=on"])
+        .arg(format!("--tls-trust-file={}", cert.display()))
+        .args(["--auth=on", "--user=cron", "--passwordeval=echo tick tock"])
+        .args(["--timeout=20", "--from=a@example.com", "r@example.org"]);
+    let out = support::run_with_input(
+        &mut msmtp,
+        b"From: a@example.com\r\nTo: r@example.org\r\nSubject: via msmtp\r\n\r\nhi\r\n",
+    );
+    assert!(
+        out.status.success(),
+        "msmtp (apt install msmtp): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    relay.wait_for("the dry-run output", 20, || {
+        relay.files_in("dry-run", "json").len() == 1
+    });
+    let sent = support::read_json(&relay.files_in("dry-run", "json")[0]).to_string();
+    assert!(sent.contains("via msmtp"), "{sent}");
+    // msmtp refuses to go on without STARTTLS; `require_auth` refuses MAIL
+    // without AUTH: the log names the user.
+    let log = relay.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("authenticated") && l.contains("cron")),
+        "{log}"
+    );
 }
 
 /// Python's smtplib, as Django uses it with `EMAIL_USE_TLS`, configured the

@@ -180,7 +180,16 @@ fn show(root: &Path, id: &str, cfg: &Config) -> anyhow::Result<u8> {
         mail_from: meta.envelope.mail_from.clone(),
         rcpt_to: meta.pending_recipients(),
     };
-    match Mapper::from_config(cfg).map(&envelope, &raw) {
+    // The stream the engine would use: the sending user's own, if any.
+    let stream = match &meta.credential {
+        spool::Credential::User(name) => cfg
+            .users
+            .iter()
+            .find(|u| &u.name == name)
+            .and_then(|u| u.message_stream.as_deref()),
+        _ => None,
+    };
+    match Mapper::from_config(cfg).map_as(&envelope, &raw, stream) {
         Ok(mapped) => {
             for call in &mapped.calls {
                 writeln!(

@@ -71,6 +71,10 @@ pub struct UserConfig {
     pub api_key: Option<SecretString>,
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// The `MessageStream` of this user's mail when the message has no
+    /// `X-PM-Message-Stream` header (else `postmark.message_stream`).
+    #[serde(default)]
+    pub message_stream: Option<String>,
 }
 
 /// The default `smtp.allowed_networks`: loopback only.
@@ -161,7 +165,8 @@ pub(super) fn validate(c: &Config) -> Result<Vec<String>, ConfigError> {
 }
 
 /// Each account: a unique name, one way to check its password, a PHC
-/// string that parses, well-formed `allowed_from` entries.
+/// string that parses, a stream that is not empty, well-formed
+/// `allowed_from` entries.
 fn users(c: &Config) -> Result<(), ConfigError> {
     for (i, u) in c.users.iter().enumerate() {
         let at = |field: &str| format!("users[{i}].{field}");
@@ -203,6 +208,12 @@ fn users(c: &Config) -> Result<(), ConfigError> {
                 }
             }
             (None, Some(_)) => {}
+        }
+        if u.message_stream
+            .as_ref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(key_error(&at("message_stream"), "must not be empty"));
         }
         for entry in &u.allowed_from {
             let ok = match entry.split_once('@') {
@@ -444,6 +455,22 @@ mod tests {
             e.starts_with("smtp.require_auth: no client could send"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_users_message_stream_is_read_and_must_not_be_empty() {
+        let user = |stream: &str| {
+            format!(
+                "[[users]]\nname = \"billing\"\npassword_file = \"/unused\"\nmessage_stream = {stream:?}\n"
+            )
+        };
+        let e = load_toml(&user(" "), &[], Mode::Tools).unwrap_err();
+        assert!(
+            e.starts_with("users[0].message_stream: must not be empty"),
+            "{e}"
+        );
+        let c = load_toml(&user("billing"), &[], Mode::Tools).unwrap();
+        assert_eq!(c.config.users[0].message_stream.as_deref(), Some("billing"));
     }
 
     #[test]

@@ -38,39 +38,47 @@ impl Engine {
             }
             Err(_) => return self.probe_without_answer(probe),
         };
-        // A message's own credential has its own gate: while it is paused
-        // after a rejection, the message is held without a call.
-        let own_gate = self.own_gate(&meta.credential);
-        let mut own_probe = false;
-        if let Some(gate) = &own_gate {
+        // Each credential has its own gate: while it is paused after a
+        // rejection, the mail that uses it is held without a call; other
+        // credentials' mail goes on.
+        let own = self.credentials.resolve(&meta.credential).is_some();
+        if own {
+            // The backend's gate never hears how an own credential fares.
             self.probe_without_answer(probe);
-            match gate.admit(Instant::now()) {
-                Admit::All => {}
-                Admit::Probe => own_probe = true,
-                Admit::Until(_) => {
-                    let attempt = Attempt::ConfigFault {
-                        code: None,
-                        reason: format!(
-                            "{} was rejected; held until it is fixed",
-                            meta.credential.label()
-                        ),
-                    };
-                    return self.conclude(claim, meta, attempt).await;
+        }
+        let gate = self.credential_gate(&meta.credential);
+        let mut credential_probe = false;
+        match gate.admit(Instant::now()) {
+            Admit::All => {}
+            Admit::Probe => credential_probe = true,
+            Admit::Until(until) => {
+                if !own {
+                    self.probe_without_answer(probe);
                 }
+                let attempt = Attempt::CredentialPaused {
+                    until,
+                    reason: format!(
+                        "credential {} was rejected; held until it is fixed",
+                        self.sending_label(&meta.credential)
+                    ),
+                };
+                return self.conclude(claim, meta, attempt).await;
             }
         }
-        let Some((claim, meta, attempt, answered)) = self.attempt(claim, meta, raw, shutdown).await
-        else {
-            if own_probe && let Some(gate) = &own_gate {
+        let no_answer = || {
+            if credential_probe {
                 gate.probe_ended(Instant::now());
             }
-            return self.probe_without_answer(probe);
+            if !own {
+                self.probe_without_answer(probe);
+            }
         };
-        match &own_gate {
-            Some(gate) if own_probe && !answered => gate.probe_ended(Instant::now()),
-            Some(_) => {}
-            None if !answered => self.probe_without_answer(probe),
-            None => {}
+        let Some((claim, meta, attempt, answered)) = self.attempt(claim, meta, raw, shutdown).await
+        else {
+            return no_answer();
+        };
+        if !answered {
+            no_answer();
         }
         self.conclude(claim, meta, attempt).await
     }
@@ -113,7 +121,15 @@ impl Engine {
             rcpt_to: pending,
         };
         let mapper = self.mapper.clone();
-        let mapped = match blocking("mapping", move || mapper.map(&envelope, &raw)).await {
+        let stream = self
+            .credentials
+            .stream(&meta.credential)
+            .map(str::to_string);
+        let mapped = match blocking("mapping", move || {
+            mapper.map_as(&envelope, &raw, stream.as_deref())
+        })
+        .await
+        {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 let attempt = Attempt::Unmappable {
@@ -133,7 +149,7 @@ impl Engine {
         // A message's own credential answers for its own mail only: its
         // faults neither pause the backend nor make the daemon unready.
         let own = self.credentials.resolve(&meta.credential);
-        let own_gate = self.own_gate(&meta.credential);
+        let gate = self.credential_gate(&meta.credential);
         let label = meta.credential.label();
         // A part the API refuses for good does not stop the others: every
         // recipient gets its chance, then the message is dead-lettered for
@@ -159,16 +175,12 @@ impl Engine {
             metrics::counter!("postrelay_delivery_attempts_total",
                 "backend" => backend, "outcome" => outcome_label(&outcome))
             .increment(1);
-            match &own_gate {
-                None => self
-                    .gate
-                    .observe(&outcome, Instant::now(), self.policy.hold_for(0.0)),
-                Some(gate) => {
-                    gate.observe(&outcome, Instant::now(), self.policy.hold_for(0.0));
-                    if matches!(outcome, Outcome::Delivered { .. }) {
-                        self.health.clear_credential_fault(&label);
-                    }
-                }
+            let (now, hold) = (Instant::now(), self.policy.hold_for(0.0));
+            gate.observe(&outcome, now, hold);
+            if own.is_none() {
+                self.gate.observe(&outcome, now, hold);
+            } else if matches!(outcome, Outcome::Delivered { .. }) {
+                self.health.clear_credential_fault(&label);
             }
             match outcome {
                 Outcome::Delivered { api_id, note } => {

@@ -1,7 +1,8 @@
-//! Which secret sends a message: the spool record names a credential
-//! ([`Credential`]), this book turns it into the secret at send time, from
-//! the configuration loaded now (so fixing a user's token and restarting
-//! releases that user's held mail).
+//! Which secret sends a message, and with which default stream: the spool
+//! record names a credential ([`Credential`]), this book turns it into the
+//! secret at send time, from the configuration loaded now (so fixing a
+//! user's token and restarting releases that user's held mail), and into
+//! the user's own `message_stream`, if any.
 //!
 //! Invariant: `None` means the backend's configured credential; a secret
 //! from the book is only ever handed to the backend, never logged.
@@ -10,12 +11,15 @@ use std::collections::HashMap;
 
 use secrecy::SecretString;
 
+use crate::config::UserConfig;
 use crate::spool::Credential;
 
 #[derive(Default)]
 pub struct CredentialBook {
     /// Users' own tokens (`[[users]] server_token` / `api_key`), by name.
     users: HashMap<String, SecretString>,
+    /// Users' own default streams (`[[users]] message_stream`), by name.
+    streams: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for CredentialBook {
@@ -24,13 +28,35 @@ impl std::fmt::Debug for CredentialBook {
         names.sort();
         f.debug_struct("CredentialBook")
             .field("users", &names)
+            .field("streams", &self.streams)
             .finish()
     }
 }
 
 impl CredentialBook {
     pub fn new(users: HashMap<String, SecretString>) -> CredentialBook {
-        CredentialBook { users }
+        CredentialBook {
+            users,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// The same book with each user's `message_stream` from `users`.
+    pub fn with_streams(mut self, users: &[UserConfig]) -> CredentialBook {
+        self.streams = users
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), u.message_stream.clone()?)))
+            .collect();
+        self
+    }
+
+    /// The default stream of mail sent as `credential`: the user's own, or
+    /// `None` for the configured one.
+    pub fn stream(&self, credential: &Credential) -> Option<&str> {
+        match credential {
+            Credential::User(name) => self.streams.get(name).map(String::as_str),
+            Credential::Global | Credential::Passthrough(_) => None,
+        }
     }
 
     /// The secret for `credential`; `None`: the backend's own. A user
@@ -73,5 +99,31 @@ mod tests {
             Some("pt")
         );
         assert!(!format!("{book:?}").contains("billing-token"));
+    }
+
+    #[test]
+    fn only_a_users_own_stream_replaces_the_default() {
+        let users = [
+            UserConfig {
+                name: "billing".into(),
+                message_stream: Some("billing".into()),
+                ..Default::default()
+            },
+            UserConfig {
+                name: "cron".into(),
+                ..Default::default()
+            },
+        ];
+        let book = CredentialBook::default().with_streams(&users);
+        let table = [
+            (Credential::User("billing".into()), Some("billing")),
+            (Credential::User("cron".into()), None),
+            (Credential::User("gone".into()), None),
+            (Credential::Global, None),
+            (Credential::Passthrough("pt".into()), None),
+        ];
+        for (credential, want) in table {
+            assert_eq!(book.stream(&credential), want, "{credential:?}");
+        }
     }
 }

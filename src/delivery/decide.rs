@@ -9,7 +9,9 @@
 //! older than `max_age`; a configuration fault or a message the mapping
 //! cannot (or could not, by panicking) turn into calls → hold, never
 //! dead-letter (an upgrade with a stricter mapping must not empty the queue);
-//! a failed progress save → retry later; an attempt stopped by shutdown
+//! a message whose credential's gate is paused → held until the pause ends
+//! the first time (so a new or retried message probes), then as a
+//! configuration fault; a failed progress save → retry later; an attempt stopped by shutdown
 //! before any call → give the entry back unchanged.
 
 use std::time::Duration;
@@ -34,6 +36,9 @@ pub enum Attempt {
         code: Option<String>,
         reason: String,
     },
+    /// The message's credential was rejected and its gate is paused until
+    /// `until`: no call was made.
+    CredentialPaused { until: Instant, reason: String },
     /// The message could not be mapped to calls (an error or a panic).
     Unmappable { reason: String },
     /// Progress after an accepted part could not be saved: the attempt stopped.
@@ -133,6 +138,17 @@ pub fn decide(meta: &Meta, attempt: &Attempt, now: Now, policy: &Policy) -> Deci
         Attempt::ConfigFault { code, reason } => Decision::Hold {
             at: now.at + policy.hold_for(now.jitter),
             code: code.clone(),
+            reason: reason.clone(),
+        },
+        // Not held yet (new, or retried by the operator): back when the
+        // pause ends, to be the probe; already held: like any held message.
+        Attempt::CredentialPaused { until, reason } => Decision::Hold {
+            at: if meta.held {
+                now.at + policy.hold_for(now.jitter)
+            } else {
+                (*until).max(now.at)
+            },
+            code: None,
             reason: reason.clone(),
         },
         Attempt::Unmappable { reason } => Decision::Hold {

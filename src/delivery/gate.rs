@@ -1,11 +1,15 @@
-//! Backend-wide conditions, handled once: when the API answers a way that
-//! holds for every message (a credentials or account fault, or a 429 with a
-//! long `Retry-After`), claiming stops for the whole backend. When the pause
-//! ends, exactly one message is claimed as a probe; its answer reopens the
+//! Conditions handled once instead of once per message. The backend's gate
+//! ([`Gate::backend`]) pauses claiming for every message after a 429 with a
+//! long `Retry-After`. A credential's gate ([`Gate::credential`], one per
+//! credential, the global one included) pauses only the mail that uses that
+//! credential after the API rejected it (or throttled it for long): a
+//! rejected credential never holds another credential's mail. When a pause
+//! ends, exactly one message goes through as a probe; its answer reopens the
 //! gate or pauses it for another period. Without this every worker would
 //! park inside the pacer or spend one failing call per queued message.
 //!
-//! Invariant: while paused, no claim is made; at most one probe is in flight.
+//! Invariant: while paused, a gate lets nothing through; at most one probe
+//! per gate is in flight.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -51,17 +55,30 @@ pub enum Admit {
 #[derive(Debug)]
 pub struct Gate {
     state: Mutex<State>,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Gate {
-            state: Mutex::new(State::Open),
-        }
-    }
+    /// Whether a credentials fault pauses this gate: a credential's own
+    /// gate, not the backend's.
+    faults_pause: bool,
 }
 
 impl Gate {
+    /// The gate of one credential: a rejection or a long `Retry-After`
+    /// pauses the mail that uses it.
+    pub fn credential() -> Gate {
+        Gate {
+            state: Mutex::new(State::Open),
+            faults_pause: true,
+        }
+    }
+
+    /// The backend's gate: only a long `Retry-After` pauses it (for every
+    /// message); a credentials fault is no verdict on it.
+    pub fn backend() -> Gate {
+        Gate {
+            faults_pause: false,
+            ..Gate::credential()
+        }
+    }
+
     pub fn admit(&self, now: Instant) -> Admit {
         let mut state = self.state.lock().expect("gate lock");
         match *state {
@@ -95,15 +112,16 @@ impl Gate {
     pub fn observe(&self, outcome: &Outcome, now: Instant, hold: Duration) {
         let mut state = self.state.lock().expect("gate lock");
         let pause = match outcome {
-            Outcome::ConfigFault { .. } => Some(hold.min(FAULT_PROBE_PERIOD)),
+            Outcome::ConfigFault { .. } if self.faults_pause => Some(hold.min(FAULT_PROBE_PERIOD)),
             Outcome::Transient {
                 throttled: true,
                 retry_after: Some(wait),
                 ..
             } if *wait > LONG_RETRY_AFTER => Some(*wait),
             Outcome::Delivered { .. } | Outcome::Permanent { .. } => None,
-            // No verdict on the backend: a probe tries again next period.
-            Outcome::Transient { .. } => match *state {
+            // No verdict on what this gate watches: a probe tries again
+            // next period.
+            Outcome::Transient { .. } | Outcome::ConfigFault { .. } => match *state {
                 State::Probing { period } => Some(period),
                 _ => return,
             },
@@ -155,7 +173,7 @@ mod tests {
 
     #[test]
     fn a_fault_pauses_then_one_probe_decides() {
-        let gate = Gate::default();
+        let gate = Gate::credential();
         let t0 = Instant::now();
         assert_eq!(gate.admit(t0), Admit::All);
         gate.observe(&fault(), t0, HOLD);
@@ -172,7 +190,7 @@ mod tests {
 
     #[test]
     fn only_a_long_retry_after_pauses_claiming() {
-        let gate = Gate::default();
+        let gate = Gate::credential();
         let t0 = Instant::now();
         gate.observe(&throttled(2), t0, HOLD);
         assert_eq!(gate.admit(t0), Admit::All);
@@ -182,7 +200,7 @@ mod tests {
 
     #[test]
     fn an_unused_or_empty_probe_is_handed_to_the_next_message() {
-        let gate = Gate::default();
+        let gate = Gate::credential();
         let t0 = Instant::now();
         gate.observe(&fault(), t0, HOLD);
         assert_eq!(gate.admit(t0 + HOLD), Admit::Probe);
@@ -193,8 +211,25 @@ mod tests {
     }
 
     #[test]
+    fn a_credentials_fault_does_not_pause_the_backend_gate() {
+        let gate = Gate::backend();
+        let t0 = Instant::now();
+        gate.observe(&fault(), t0, HOLD);
+        assert_eq!(gate.admit(t0), Admit::All, "other credentials' mail flows");
+        // A probe after a long Retry-After that meets a fault: no verdict on
+        // the throttling, so the next period probes again.
+        gate.observe(&throttled(120), t0, HOLD);
+        let t1 = t0 + Duration::from_secs(120);
+        assert_eq!(gate.admit(t1), Admit::Probe);
+        gate.observe(&fault(), t1, HOLD);
+        assert_eq!(gate.admit(t1), Admit::Until(t1 + Duration::from_secs(120)));
+        gate.observe(&delivered(), t1, HOLD);
+        assert_eq!(gate.admit(t1), Admit::All);
+    }
+
+    #[test]
     fn a_probe_without_verdict_waits_another_period() {
-        let gate = Gate::default();
+        let gate = Gate::credential();
         let t0 = Instant::now();
         gate.observe(&fault(), t0, HOLD);
         assert_eq!(gate.admit(t0 + HOLD), Admit::Probe);

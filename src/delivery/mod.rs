@@ -11,7 +11,9 @@
 //! Invariants: a claimed entry is always handed back (recorded, released, or
 //! released by the claim's drop after a panic, which is logged); a part of a
 //! split message is sent only after the progress of the previous parts is on
-//! disk; backend-wide faults pause claiming through the [`gate`].
+//! disk; a long `Retry-After` pauses claiming through the backend's
+//! [`gate`], a rejected credential (the global one too) holds only the mail
+//! that uses it through that credential's gate.
 
 pub mod age;
 mod apply;
@@ -65,9 +67,10 @@ pub struct Engine {
     ages: Ages,
     /// Per-message credentials (users' own tokens, passthrough).
     credentials: credentials::CredentialBook,
-    /// One gate per credential of its own (by label): a rejected one is
-    /// probed once per period instead of once per held message.
-    own_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
+    /// One gate per credential (by label; the global one too): a rejected
+    /// one holds only its own mail, and is probed once per period instead
+    /// of once per held message.
+    credential_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<Gate>>>,
 }
 
 impl Engine {
@@ -89,18 +92,34 @@ impl Engine {
             },
             concurrency: settings.concurrency.max(1),
             health,
-            gate: Gate::default(),
+            gate: Gate::backend(),
             ages: Ages::default(),
             credentials: credentials::CredentialBook::default(),
-            own_gates: Default::default(),
+            credential_gates: Default::default(),
         }
     }
 
-    /// The gate of a message's own credential; `None` for the global one.
-    fn own_gate(&self, credential: &crate::spool::Credential) -> Option<Arc<Gate>> {
-        self.credentials.resolve(credential)?;
-        let mut gates = self.own_gates.lock().unwrap_or_else(|p| p.into_inner());
-        Some(gates.entry(credential.label()).or_default().clone())
+    /// The gate of the credential that sends a message: its own, or the
+    /// global one's (shared by every message that sends with it).
+    fn credential_gate(&self, credential: &crate::spool::Credential) -> Arc<Gate> {
+        let label = self.sending_label(credential);
+        let mut gates = self
+            .credential_gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(label)
+            .or_insert_with(|| Arc::new(Gate::credential()))
+            .clone()
+    }
+
+    /// How the credential that actually sends a message is named: a user
+    /// without a token of their own sends with the global one.
+    fn sending_label(&self, credential: &crate::spool::Credential) -> String {
+        match self.credentials.resolve(credential) {
+            Some(_) => credential.label(),
+            None => crate::spool::Credential::Global.label(),
+        }
     }
 
     /// Sends each message with the credential its record names, looked up in `book`.

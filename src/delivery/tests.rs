@@ -1,6 +1,6 @@
 //! The engine end to end against a real spool in a temp dir and a scripted
 //! sender, on paused tokio time: retry backoff, holds, `max_age`, the
-//! backend-wide pause, progress saves and panics, without real sleeps.
+//! credential and backend pauses, progress saves and panics, without real sleeps.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -326,7 +326,7 @@ async fn a_panicking_delivery_releases_its_claim() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_credentials_fault_pauses_claiming_with_one_probe_per_period() {
+async fn a_rejected_global_credential_holds_its_mail_with_at_most_one_call_per_period() {
     let api = Scripted::new(vec![], bad_token());
     let rig = Rig::start(api, 4, Duration::from_secs(3600));
     let mut ids = Vec::new();
@@ -334,13 +334,23 @@ async fn a_credentials_fault_pauses_claiming_with_one_probe_per_period() {
         ids.push(rig.queue(1, MSG).await);
     }
     assert!(rig.until(5 * SECOND, |r| r.api.count() >= 1).await);
-    // Up to `concurrency` calls were already out when the first 401 came.
+    // Up to `concurrency` calls were already out when the first 401 came;
+    // the rest is held without a call.
     tokio::time::sleep(SECOND).await;
     let first = rig.api.count();
     assert!((1..=4).contains(&first), "{first}");
-    // Three probe periods (10 s): exactly one probe each.
-    tokio::time::sleep(30 * SECOND).await;
-    assert_eq!(rig.api.count(), first + 3, "{:?}", rig.api.times());
+    assert!(
+        rig.until(5 * SECOND, |r| ids
+            .iter()
+            .all(|id| r.queued(id).is_some_and(|m| m.held)))
+            .await,
+        "every message held"
+    );
+    // Held mail comes back after `retry_max` (60 s): one probe per 10 s
+    // period at most, never a call per held message.
+    tokio::time::sleep(130 * SECOND).await;
+    let probes = rig.api.count() - first;
+    assert!((1..=13).contains(&probes), "{:?}", rig.api.times());
     assert_eq!(rig.queue_len(), 10, "nothing dead-lettered");
     assert!(rig.health.fault().is_some());
     // The token is fixed: the next probe succeeds and everything goes.

@@ -80,11 +80,34 @@ impl Mapper {
 
     /// The API calls for this message, or why the API would refuse it.
     pub fn map(&self, envelope: &Envelope, raw: &[u8]) -> Result<Mapped, MappingError> {
+        self.map_as(envelope, raw, None)
+    }
+
+    /// [`map`](Mapper::map) for a message whose sender has a default stream
+    /// of their own (`[[users]] message_stream`): `stream` replaces the
+    /// configured default; an `X-PM-Message-Stream` header still wins.
+    pub fn map_as(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        stream: Option<&str>,
+    ) -> Result<Mapped, MappingError> {
+        let own;
+        let options = match stream {
+            Some(s) if s != self.options.default_stream => {
+                own = MappingOptions {
+                    default_stream: s.to_string(),
+                    ..self.options.clone()
+                };
+                &own
+            }
+            _ => &self.options,
+        };
         match self.kind {
             MapperKind::Postmark => {
-                super::postmark::map_with(envelope, raw, &self.options, &self.defaults)
+                super::postmark::map_with(envelope, raw, options, &self.defaults)
             }
-            MapperKind::Postal => super::postal::map(envelope, raw, &self.options),
+            MapperKind::Postal => super::postal::map(envelope, raw, options),
         }
     }
 
@@ -92,7 +115,18 @@ impl Mapper {
     /// returning its warnings. The calls share one body, so checking all of
     /// them costs one encoding of the message plus its recipient lists.
     pub fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
-        self.map(envelope, raw).map(|m| m.warnings)
+        self.check_as(envelope, raw, None)
+    }
+
+    /// [`check`](Mapper::check) with the sender's own default stream, as
+    /// [`map_as`](Mapper::map_as).
+    pub fn check_as(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        stream: Option<&str>,
+    ) -> Result<Vec<String>, MappingError> {
+        self.map_as(envelope, raw, stream).map(|m| m.warnings)
     }
 }
 
@@ -173,6 +207,31 @@ mod tests {
                 .starts_with(&format!("message size {} bytes", sizes[1])),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_senders_own_stream_replaces_the_default_and_a_header_wins() {
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let plain = b"From: s@example.com\r\n\r\nbody\r\n".as_slice();
+        let header =
+            b"From: s@example.com\r\nX-PM-Message-Stream: broadcast\r\n\r\nbody\r\n".as_slice();
+        let m = mapper(MapperKind::Postmark);
+        let stream = |raw: &[u8], own: Option<&str>| {
+            m.map_as(&envelope, raw, own).unwrap().calls[0].body()["MessageStream"].clone()
+        };
+        let table = [
+            (plain, None, "outbound"),
+            (plain, Some("billing"), "billing"),
+            (header, None, "broadcast"),
+            (header, Some("billing"), "broadcast"),
+        ];
+        for (raw, own, want) in table {
+            assert_eq!(stream(raw, own), want, "{own:?}");
+        }
+        assert!(m.check_as(&envelope, plain, Some("billing")).is_ok());
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct User {
     pub allowed_from: Vec<String>,
     /// What delivers this user's mail.
     pub credential: Credential,
+    /// `[[users]] message_stream`: the default stream of this user's mail.
+    pub message_stream: Option<String>,
 }
 
 /// The `[[users]]` accounts, and whether a password may be a backend token.
@@ -147,6 +149,7 @@ impl Accounts {
                     name: u.name.clone(),
                     allowed_from: u.allowed_from.clone(),
                     credential: Credential::User(u.name.clone()),
+                    message_stream: u.message_stream.clone(),
                 };
                 Some((user, verifier))
             })
@@ -189,6 +192,7 @@ impl Accounts {
             name: PASSTHROUGH_USER.into(),
             allowed_from: Vec::new(),
             credential: Credential::Passthrough(password.to_string()),
+            message_stream: None,
         })
     }
 }

@@ -362,9 +362,10 @@ where
         let mapper = self.shared.mapper.clone();
         let env = envelope.clone();
         let allowed = self.session.user().map(|u| u.allowed_from.clone());
+        let stream = self.session.user().and_then(|u| u.message_stream.clone());
         let checked = tokio::task::spawn_blocking(move || {
             let from_ok = allowed.is_none_or(|a| from_allowed(&a, &raw));
-            (from_ok, mapper.check(&env, &raw))
+            (from_ok, mapper.check_as(&env, &raw, stream.as_deref()))
         })
         .await;
         drop(permit);

@@ -56,6 +56,8 @@ fn each_attempt_result_leads_to_its_decision() {
     let mut refused_all = meta(1, 1);
     refused_all.record_refused(&rcpts(0..1), Some("406"), "inactive");
     let held_at = t0 + Duration::from_secs(660);
+    let mut held = meta(1, 1);
+    held.held = true;
 
     let cases: Vec<(&str, Meta, Attempt, Now, Decision)> = vec![
         ("all answered, none refused", meta(2, 1), Attempt::Answered, young, Decision::Complete),
@@ -132,6 +134,20 @@ fn each_attempt_result_leads_to_its_decision() {
             Attempt::ConfigFault { code: Some("10".into()), reason: "bad token".into() },
             old,
             Decision::Hold { at: held_at, code: Some("10".into()), reason: "bad token".into() },
+        ),
+        (
+            "credential paused, not held yet: held until the pause ends",
+            meta(1, 0),
+            Attempt::CredentialPaused { until: t0 + MIN, reason: "paused".into() },
+            old,
+            Decision::Hold { at: t0 + MIN, code: None, reason: "paused".into() },
+        ),
+        (
+            "credential paused, already held: held for retry_max plus jitter",
+            held,
+            Attempt::CredentialPaused { until: t0 + MIN, reason: "paused".into() },
+            young,
+            Decision::Hold { at: held_at, code: None, reason: "paused".into() },
         ),
         (
             "mapping failed or panicked, even past max_age: held",

@@ -333,6 +333,7 @@ mod auth_tests {
             name: "billing".into(),
             allowed_from: vec!["billing@example.com".into()],
             credential: crate::spool::Credential::User("billing".into()),
+            message_stream: None,
         });
         assert_eq!(
             code(run(&mut s, "MAIL FROM:<ceo@example.com>")),
