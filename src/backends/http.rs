@@ -306,6 +306,43 @@ pub struct Answered {
     pub body: Vec<u8>,
 }
 
+/// One API call as every backend makes it: `credential` (the message's own)
+/// in place of the configured secret when given, the answer turned into an
+/// [`Outcome`] by the backend's `classify`, and whichever secret was used
+/// redacted from the outcome's text. A credential that cannot go into a
+/// header is a configuration fault of that credential alone.
+pub async fn call<B: serde::Serialize + ?Sized + Sync>(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    configured: &SecretString,
+    credential: Option<&SecretString>,
+    api: &str,
+    body: &B,
+    classify: impl FnOnce(Answered) -> Outcome,
+) -> Outcome {
+    let own;
+    let (endpoint, secret) = match credential {
+        None => (endpoint, configured),
+        Some(secret) => match endpoint.with_credential(secret) {
+            Some(e) => {
+                own = e;
+                (&own, secret)
+            }
+            None => {
+                return Outcome::ConfigFault {
+                    code: None,
+                    reason: "the message's own credential cannot be sent in an HTTP header".into(),
+                };
+            }
+        },
+    };
+    let outcome = match post_json(client, endpoint, api, body).await {
+        Ok(answered) => classify(answered),
+        Err(outcome) => outcome,
+    };
+    redact(outcome, secret)
+}
+
 /// One authenticated JSON POST, shared by the backends: the credential goes
 /// in the endpoint's header (marked sensitive), `Accept` and `Content-Type`
 /// are JSON. A failure before an answer is a transient [`Outcome`].

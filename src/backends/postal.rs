@@ -70,47 +70,37 @@ impl PostalClient {
 
     /// POST {api_url}/api/v1/send/raw with X-Server-API-Key, JSON body.
     /// [`send`](Self::send) with `credential` in place of the configured
-    /// one when given; a credential that cannot go into a header is a
-    /// configuration fault of that credential alone.
+    /// one when given (see [`http::call`]).
     pub async fn send_with<B: serde::Serialize + ?Sized + Sync>(
         &self,
         body: &B,
         credential: Option<&SecretString>,
     ) -> Outcome {
-        let Some(secret) = credential else {
-            return self.send(body).await;
+        let judge = |a: http::Answered| match classify(a.status, &a.body) {
+            // Postal never sends Retry-After; a proxy in front of it may.
+            Outcome::Transient {
+                reason, throttled, ..
+            } => Outcome::Transient {
+                reason,
+                retry_after: a.retry_after,
+                throttled,
+            },
+            other => other,
         };
-        let Some(endpoint) = self.endpoint.with_credential(secret) else {
-            return Outcome::ConfigFault {
-                code: None,
-                reason: "the message's own credential cannot be sent in an HTTP header".into(),
-            };
-        };
-        let original = Self {
-            client: self.client.clone(),
-            endpoint,
-            api_key: secret.clone(),
-        };
-        original.send(body).await
+        http::call(
+            &self.client,
+            &self.endpoint,
+            &self.api_key,
+            credential,
+            API,
+            body,
+            judge,
+        )
+        .await
     }
 
     pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
-        let answered = http::post_json(&self.client, &self.endpoint, API, body).await;
-        let outcome = match answered {
-            Ok(a) => match classify(a.status, &a.body) {
-                // Postal never sends Retry-After; a proxy in front of it may.
-                Outcome::Transient {
-                    reason, throttled, ..
-                } => Outcome::Transient {
-                    reason,
-                    retry_after: a.retry_after,
-                    throttled,
-                },
-                other => other,
-            },
-            Err(outcome) => outcome,
-        };
-        http::redact(outcome, &self.api_key)
+        self.send_with(body, None).await
     }
 }
 

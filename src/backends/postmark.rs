@@ -75,37 +75,27 @@ impl PostmarkClient {
 
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
     /// [`send`](Self::send) with `credential` in place of the configured
-    /// one when given; a credential that cannot go into a header is a
-    /// configuration fault of that credential alone.
+    /// one when given (see [`http::call`]).
     pub async fn send_with<B: serde::Serialize + ?Sized + Sync>(
         &self,
         body: &B,
         credential: Option<&SecretString>,
     ) -> Outcome {
-        let Some(secret) = credential else {
-            return self.send(body).await;
-        };
-        let Some(endpoint) = self.endpoint.with_credential(secret) else {
-            return Outcome::ConfigFault {
-                code: None,
-                reason: "the message's own credential cannot be sent in an HTTP header".into(),
-            };
-        };
-        let original = Self {
-            client: self.client.clone(),
-            endpoint,
-            token: secret.clone(),
-        };
-        original.send(body).await
+        let judge = |a: http::Answered| classify(a.status, &a.body, a.retry_after);
+        http::call(
+            &self.client,
+            &self.endpoint,
+            &self.token,
+            credential,
+            API,
+            body,
+            judge,
+        )
+        .await
     }
 
     pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
-        let answered = http::post_json(&self.client, &self.endpoint, API, body).await;
-        let outcome = match answered {
-            Ok(a) => classify(a.status, &a.body, a.retry_after),
-            Err(outcome) => outcome,
-        };
-        http::redact(outcome, &self.token)
+        self.send_with(body, None).await
     }
 }
 
