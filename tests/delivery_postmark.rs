@@ -16,7 +16,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::{Message, SmtpTransport, Transport};
 use serde_json::Value;
 use support::api_mock::{self, Answer, ApiMock, postmark_error, postmark_ok};
-use support::{Relay, Setup, queued_id, read_json, simple_message, tempdir};
+use support::{Relay, Setup, http_get, queued_id, read_json, simple_message, tempdir};
 
 const TOKEN: &str = "pm-server-token-1234";
 
@@ -392,32 +392,6 @@ fn holds_mail_on_401_and_delivers_after_restart_with_fixed_token() {
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1].header("X-Postmark-Server-Token"), Some(FIXED));
     assert_eq!(requests[1].json()["Subject"], "held-401");
-}
-
-/// A plain HTTP/1.1 GET; returns the status code and the body.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect admin listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read answer");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// Sends one message with 60 envelope recipients r0..r59; the headers name a

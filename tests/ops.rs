@@ -4,32 +4,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use support::api_mock::{ApiMock, postmark_error, postmark_ok};
-use support::{BIN, Relay, Setup, queued_id, run_with_input, tempdir, unreachable_postmark};
-
-/// GET over a plain socket: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
+use support::{
+    BIN, Relay, Setup, http_get, queued_id, run_with_input, tempdir, unreachable_postmark,
+};
 
 fn with_http(toml: &str) -> Setup {
     Setup::toml(toml).env("POSTRELAY_HTTP__LISTEN", "127.0.0.1:0")
