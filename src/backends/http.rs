@@ -320,27 +320,73 @@ pub async fn call<B: serde::Serialize + ?Sized + Sync>(
     body: &B,
     classify: impl FnOnce(Answered) -> Outcome,
 ) -> Outcome {
+    let target = Target {
+        client,
+        endpoint,
+        configured,
+        credential,
+        api,
+    };
+    call_as(target, body, classify, |o| o, redact).await
+}
+
+/// [`call`] for a call that delivers `count` messages at once (a batch):
+/// `classify` gives one outcome per message, in order; a failure before an
+/// answer, or a credential that cannot go into a header, is the outcome of
+/// every one of them. Each outcome is redacted like [`call`]'s.
+pub async fn call_each<B: serde::Serialize + ?Sized + Sync>(
+    target: Target<'_>,
+    count: usize,
+    body: &B,
+    classify: impl FnOnce(Answered) -> Vec<Outcome>,
+) -> Vec<Outcome> {
+    let redact_each = |outcomes: Vec<Outcome>, secret: &SecretString| {
+        outcomes.into_iter().map(|o| redact(o, secret)).collect()
+    };
+    call_as(target, body, classify, |o| vec![o; count], redact_each).await
+}
+
+/// Where one call goes and with which credential (see [`call`]).
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub client: &'a reqwest::Client,
+    pub endpoint: &'a Endpoint,
+    /// The backend's configured secret.
+    pub configured: &'a SecretString,
+    /// The message's own, in place of `configured`.
+    pub credential: Option<&'a SecretString>,
+    /// The API's name in texts ("Postmark").
+    pub api: &'a str,
+}
+
+async fn call_as<B: serde::Serialize + ?Sized + Sync, T>(
+    target: Target<'_>,
+    body: &B,
+    classify: impl FnOnce(Answered) -> T,
+    failed: impl FnOnce(Outcome) -> T,
+    scrub: impl FnOnce(T, &SecretString) -> T,
+) -> T {
     let own;
-    let (endpoint, secret) = match credential {
-        None => (endpoint, configured),
-        Some(secret) => match endpoint.with_credential(secret) {
+    let (endpoint, secret) = match target.credential {
+        None => (target.endpoint, target.configured),
+        Some(secret) => match target.endpoint.with_credential(secret) {
             Some(e) => {
                 own = e;
                 (&own, secret)
             }
             None => {
-                return Outcome::ConfigFault {
+                return failed(Outcome::ConfigFault {
                     code: None,
                     reason: "the message's own credential cannot be sent in an HTTP header".into(),
-                };
+                });
             }
         },
     };
-    let outcome = match post_json(client, endpoint, api, body).await {
+    let answer = match post_json(target.client, endpoint, target.api, body).await {
         Ok(answered) => classify(answered),
-        Err(outcome) => outcome,
+        Err(outcome) => failed(outcome),
     };
-    redact(outcome, secret)
+    scrub(answer, secret)
 }
 
 /// One authenticated JSON POST, shared by the backends: the credential goes

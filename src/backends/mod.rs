@@ -1,8 +1,10 @@
 //! The APIs postrelay delivers to: the I/O side of delivery. A [`Sender`]
 //! makes one API call (already built by `mapping`) and classifies the answer
 //! into one [`Outcome`]; nothing outside a backend knows what an HTTP status
-//! means. Backends import neither `delivery` nor `spool`: the engine records
-//! what they report.
+//! means. A backend with a batch endpoint (Postmark) also offers a
+//! [`BatchSender`], which answers one [`Outcome`] per call it carried.
+//! Backends import neither `delivery` nor `spool`: the engine records what
+//! they report.
 
 pub mod dry_run;
 pub mod http;
@@ -29,6 +31,8 @@ use crate::config::{BackendKind, Config, Secrets};
 use crate::mapping::ApiCall;
 
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+/// One [`Outcome`] per element of a batch, in order.
+pub type BatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>>;
 
 /// One API call in, one [`Outcome`] out.
 pub trait Sender: Send + Sync {
@@ -50,6 +54,31 @@ pub trait Sender: Send + Sync {
         let _ = credential;
         self.send(id, part, call)
     }
+    /// The backend's batch endpoint, when it has one and batches are
+    /// configured; `None` (the default): every call goes through `send_as`.
+    fn batch(&self) -> Option<&dyn BatchSender> {
+        None
+    }
+}
+
+/// Several API calls in one request. Only a backend that has a batch
+/// endpoint implements it; the engine gives it batches of at most
+/// [`max_elements`](Self::max_elements) calls and
+/// [`max_body_bytes`](Self::max_body_bytes) of JSON, all sent with one
+/// credential.
+pub trait BatchSender: Send + Sync {
+    /// Most calls in one batch, at least 2.
+    fn max_elements(&self) -> usize;
+    /// Most bytes of JSON body in one batch: the calls' encoded lengths,
+    /// plus the array's brackets and commas.
+    fn max_body_bytes(&self) -> usize;
+    /// Sends `calls` in one request with `credential` (`None`: the
+    /// configured one); one outcome per call, in order.
+    fn send_batch<'a>(
+        &'a self,
+        calls: &'a [&'a ApiCall],
+        credential: Option<&'a SecretString>,
+    ) -> BatchFuture<'a>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +110,10 @@ pub fn build(
                 .clone()
                 .ok_or_else(|| missing("postmark.server_token"))?;
             let client = http::build_client().map_err(|e| BackendError::Http(e.to_string()))?;
-            Arc::new(postmark::PostmarkClient::new(
-                client,
-                &cfg.postmark.api_url,
-                token,
-            )?)
+            Arc::new(
+                postmark::PostmarkClient::new(client, &cfg.postmark.api_url, token)?
+                    .with_batch_size(cfg.postmark.batch_size),
+            )
         }
         BackendKind::Postal => {
             let key = secrets
@@ -121,6 +149,31 @@ impl Sender for postmark::PostmarkClient {
         credential: Option<&'a SecretString>,
     ) -> SendFuture<'a> {
         Box::pin(postmark::PostmarkClient::send_with(self, call, credential))
+    }
+
+    fn batch(&self) -> Option<&dyn BatchSender> {
+        (self.batch_size() > 1).then_some(self as &dyn BatchSender)
+    }
+}
+
+/// Postmark's `/email/batch`: up to `postmark.batch_size` messages and 50 MB.
+impl BatchSender for postmark::PostmarkClient {
+    fn max_elements(&self) -> usize {
+        self.batch_size()
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        crate::config::postmark::MAX_BATCH_BYTES
+    }
+
+    fn send_batch<'a>(
+        &'a self,
+        calls: &'a [&'a ApiCall],
+        credential: Option<&'a SecretString>,
+    ) -> BatchFuture<'a> {
+        Box::pin(postmark::PostmarkClient::send_batch_with(
+            self, calls, credential,
+        ))
     }
 }
 

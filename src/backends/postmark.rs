@@ -33,19 +33,26 @@ use serde_json::Value;
 use super::http;
 use crate::backends::Outcome;
 
+mod batch;
 #[cfg(test)]
 mod tests;
+
+pub use batch::classify_batch;
 
 /// The header that carries the server token.
 pub const TOKEN_HEADER: &str = "X-Postmark-Server-Token";
 
 const API: &str = "Postmark";
 
-/// Sends mapped messages to Postmark's `/email` endpoint.
+/// Sends mapped messages to Postmark's `/email` endpoint, and several at
+/// once to `/email/batch` (see `batch.rs`).
 pub struct PostmarkClient {
     client: reqwest::Client,
     endpoint: http::Endpoint,
+    batch_endpoint: http::Endpoint,
     token: SecretString,
+    /// Elements per batch call; 1: no batches.
+    batch_size: usize,
 }
 
 impl PostmarkClient {
@@ -57,20 +64,33 @@ impl PostmarkClient {
         api_url: &str,
         token: SecretString,
     ) -> Result<Self, super::BackendError> {
-        let endpoint = http::Endpoint::new(
-            api_url,
-            "/email",
-            "postmark.api_url",
-            TOKEN_HEADER,
-            &token,
-            "postmark.server_token",
-        )
-        .map_err(super::BackendError::Config)?;
+        let endpoint_for = |path| {
+            http::Endpoint::new(
+                api_url,
+                path,
+                "postmark.api_url",
+                TOKEN_HEADER,
+                &token,
+                "postmark.server_token",
+            )
+            .map_err(super::BackendError::Config)
+        };
         Ok(PostmarkClient {
             client,
-            endpoint,
+            endpoint: endpoint_for("/email")?,
+            batch_endpoint: endpoint_for("/email/batch")?,
             token,
+            batch_size: 1,
         })
+    }
+
+    /// The same client sending up to `batch_size` messages per
+    /// `/email/batch` call (`postmark.batch_size`, 1..=500); 1 never batches.
+    pub fn with_batch_size(self, batch_size: usize) -> Self {
+        PostmarkClient {
+            batch_size: batch_size.clamp(1, crate::config::postmark::MAX_BATCH_SIZE),
+            ..self
+        }
     }
 
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
@@ -103,6 +123,7 @@ impl fmt::Debug for PostmarkClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostmarkClient")
             .field("endpoint", &self.endpoint.display())
+            .field("batch_size", &self.batch_size)
             .field("token", &"[redacted]")
             .finish_non_exhaustive()
     }
@@ -120,7 +141,13 @@ impl Answer {
     /// `None` when the body is not a JSON object with at least one of
     /// Postmark's fields: then it is not Postmark talking.
     fn parse(body: &[u8]) -> Option<Answer> {
-        let Value::Object(map) = serde_json::from_slice::<Value>(body).ok()? else {
+        Answer::from_value(&serde_json::from_slice::<Value>(body).ok()?)
+    }
+
+    /// [`parse`](Self::parse) for an already parsed value (an element of a
+    /// batch answer).
+    fn from_value(value: &Value) -> Option<Answer> {
+        let Value::Object(map) = value else {
             return None;
         };
         let error_code = map.get("ErrorCode").and_then(|code| match code {
@@ -141,16 +168,32 @@ impl Answer {
     }
 }
 
-/// Pure: HTTP status + response body (+ Retry-After) -> Outcome. The ONE place Postmark answers are classified.
+/// Pure: HTTP status + response body (+ Retry-After) -> Outcome. The ONE
+/// place Postmark answers are classified: a batch element goes through
+/// [`judge`] too (see `batch::classify_element`).
 pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Outcome {
-    let answer = Answer::parse(body);
+    let heading = format!("HTTP {status}");
+    judge(status, &heading, Answer::parse(body), body, retry_after)
+}
+
+/// Classifies what Postmark said with `status`: `answer` parsed from
+/// `body` (`None`: not Postmark's JSON, described by a snippet of `body`).
+/// `heading` starts every text ("HTTP 422"; for a batch element, where it
+/// was in the answer).
+fn judge(
+    status: u16,
+    heading: &str,
+    answer: Option<Answer>,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Outcome {
     let code = answer.as_ref().and_then(|a| a.error_code);
     let code_text = code.map(|c| c.to_string());
     // What Postmark said, for every operator text: "HTTP 422, ErrorCode 300:
     // "Invalid 'To' address."" or, for a foreign body, a snippet of it.
     let said = match &answer {
         Some(a) => {
-            let mut said = format!("HTTP {status}");
+            let mut said = heading.to_string();
             if let Some(c) = a.error_code {
                 said.push_str(&format!(", ErrorCode {c}"));
             }
@@ -159,7 +202,7 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Outc
             }
             said
         }
-        None => format!("HTTP {status}, {}", http::body_snippet(body)),
+        None => format!("{heading}, {}", http::body_snippet(body)),
     };
     let transient = |reason: String, throttled: bool| Outcome::Transient {
         reason,

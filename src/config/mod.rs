@@ -246,6 +246,11 @@ pub struct PostmarkConfig {
     pub track_opens: Option<bool>,
     pub track_links: Option<String>,
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Messages per `POST /email/batch` when several are due; 1 = always
+    /// `/email`. At most [`postmark::MAX_BATCH_SIZE`].
+    pub batch_size: usize,
+    /// Stamp the spool id into every request's `Metadata["postrelay-id"]`.
+    pub trace_metadata: bool,
 }
 
 impl Default for PostmarkConfig {
@@ -259,6 +264,8 @@ impl Default for PostmarkConfig {
             track_opens: None,
             track_links: None,
             metadata: Default::default(),
+            batch_size: postmark::MAX_BATCH_SIZE,
+            trace_metadata: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What Postmark accepts for the values the `[postmark]` send defaults and
 //! the `X-PM-*` headers share: track-link modes and the tag and metadata
-//! limits. Config validates the defaults with them at load, the mapping
+//! limits, and the batch limits. Config validates the defaults with them at load, the mapping
 //! validates headers with them, so both hold one definition.
 
 use serde::Serialize;
@@ -9,6 +9,10 @@ pub const MAX_TAG_CHARS: usize = 1000;
 pub const MAX_METADATA_FIELDS: usize = 10;
 pub const MAX_METADATA_KEY_CHARS: usize = 20;
 pub const MAX_METADATA_VALUE_CHARS: usize = 80;
+/// Postmark takes at most this many messages per `POST /email/batch`.
+pub const MAX_BATCH_SIZE: usize = 500;
+/// Postmark takes at most this many bytes of JSON per `POST /email/batch`.
+pub const MAX_BATCH_BYTES: usize = 50 * 1024 * 1024;
 
 /// `X-PM-TrackLinks` values, serialized in Postmark's spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -39,6 +39,11 @@ fn postmark_defaults(c: &Config) -> Result<(), ConfigError> {
         TrackLinks,
     };
     let pm = &c.postmark;
+    check_count(
+        "postmark.batch_size",
+        pm.batch_size,
+        super::postmark::MAX_BATCH_SIZE,
+    )?;
     let controls = |text: &str| text.chars().any(char::is_control);
     if controls(&pm.tag) {
         return Err(key_error(
@@ -435,5 +440,33 @@ mod postmark_default_tests {
             "v".repeat(80)
         );
         load(&edge).unwrap();
+    }
+
+    #[test]
+    fn batch_size_defaults_to_500_and_must_be_1_to_500_naming_the_key() {
+        let unset = load("").unwrap();
+        assert_eq!(unset.postmark.batch_size, 500);
+        assert!(!unset.postmark.trace_metadata);
+        assert_eq!(load("batch_size = 1").unwrap().postmark.batch_size, 1);
+        assert_eq!(load("batch_size = 500").unwrap().postmark.batch_size, 500);
+        for (toml, want) in [
+            (
+                "batch_size = 0",
+                "postmark.batch_size: must be at least 1 and at most 500 (got 0)",
+            ),
+            (
+                "batch_size = 501",
+                "postmark.batch_size: must be at least 1 and at most 500 (got 501)",
+            ),
+        ] {
+            let err = load(toml).expect_err(want);
+            assert!(err.contains(want), "want {want:?}, got {err:?}");
+        }
+        assert!(
+            load("trace_metadata = true")
+                .unwrap()
+                .postmark
+                .trace_metadata
+        );
     }
 }
