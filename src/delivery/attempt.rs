@@ -157,7 +157,7 @@ impl Engine {
         for (part, call) in mapped.calls.iter().enumerate() {
             let waited = tokio::select! {
                 _ = shutdown.cancelled() => return Some((claim, meta, Attempt::Interrupted, part > 0)),
-                waited = self.pacer.acquire() => waited,
+                waited = self.pacer.acquire(1) => waited,
             };
             if !waited.is_zero() {
                 metrics::counter!("postrelay_rate_limit_waits_total").increment(1);

@@ -24,6 +24,9 @@ pub struct Mapper {
     kind: MapperKind,
     options: MappingOptions,
     defaults: SendDefaults,
+    /// `postmark.trace_metadata`: [`map_for`](Mapper::map_for) stamps the
+    /// spool id into Postmark's `Metadata`.
+    trace_metadata: bool,
 }
 
 impl Mapper {
@@ -32,6 +35,16 @@ impl Mapper {
             kind,
             options,
             defaults: SendDefaults::default(),
+            trace_metadata: false,
+        }
+    }
+
+    /// The same mapper stamping each message's spool id into Postmark's
+    /// `Metadata` at delivery (see [`map_for`](Mapper::map_for)).
+    pub fn with_trace_metadata(self, trace_metadata: bool) -> Mapper {
+        Mapper {
+            trace_metadata,
+            ..self
         }
     }
 
@@ -68,6 +81,7 @@ impl Mapper {
             track_links: pm.track_links.as_deref().and_then(TrackLinks::parse),
             metadata: pm.metadata.clone(),
         })
+        .with_trace_metadata(pm.trace_metadata)
     }
 
     pub fn kind(&self) -> MapperKind {
@@ -92,6 +106,30 @@ impl Mapper {
         raw: &[u8],
         stream: Option<&str>,
     ) -> Result<Mapped, MappingError> {
+        self.map_traced(envelope, raw, stream, None)
+    }
+
+    /// What delivery sends for spool entry `id`: [`map_as`](Mapper::map_as),
+    /// plus `Metadata["postrelay-id"] = id` on Postmark when
+    /// `postmark.trace_metadata` is on (see `postmark::map_traced`).
+    pub fn map_for(
+        &self,
+        id: &str,
+        envelope: &Envelope,
+        raw: &[u8],
+        stream: Option<&str>,
+    ) -> Result<Mapped, MappingError> {
+        let trace = self.trace_metadata.then_some(id);
+        self.map_traced(envelope, raw, stream, trace)
+    }
+
+    fn map_traced(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        stream: Option<&str>,
+        trace: Option<&str>,
+    ) -> Result<Mapped, MappingError> {
         let own;
         let options = match stream {
             Some(s) if s != self.options.default_stream => {
@@ -105,7 +143,7 @@ impl Mapper {
         };
         match self.kind {
             MapperKind::Postmark => {
-                super::postmark::map_with(envelope, raw, options, &self.defaults)
+                super::postmark::map_traced(envelope, raw, options, &self.defaults, trace)
             }
             MapperKind::Postal => super::postal::map(envelope, raw, options),
         }
@@ -250,5 +288,67 @@ mod tests {
         assert_eq!(body["TrackLinks"], "HtmlOnly");
         assert!(body.get("TrackOpens").is_none());
         assert_eq!(body["Metadata"], serde_json::json!({"source": "app"}));
+    }
+
+    #[test]
+    fn trace_metadata_stamps_the_spool_id_only_when_configured() {
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let raw = b"From: s@example.com\r\nX-PM-Metadata-a: 1\r\n\r\nbody\r\n";
+        let mut cfg = Config::default();
+        let off = Mapper::from_config(&cfg).map_for("01ID", &envelope, raw, None);
+        assert_eq!(
+            off.unwrap().calls[0].body()["Metadata"],
+            serde_json::json!({"a": "1"})
+        );
+        cfg.postmark.trace_metadata = true;
+        let traced = Mapper::from_config(&cfg);
+        let on = traced.map_for("01ID", &envelope, raw, None).unwrap();
+        assert_eq!(
+            on.calls[0].body()["Metadata"],
+            serde_json::json!({"a": "1", "postrelay-id": "01ID"})
+        );
+        // Checking at DATA (no id yet) sends nothing extra.
+        let checked = traced.map(&envelope, raw).unwrap();
+        assert_eq!(
+            checked.calls[0].body()["Metadata"],
+            serde_json::json!({"a": "1"})
+        );
+    }
+
+    #[test]
+    fn the_trace_wins_over_the_messages_own_key_and_gives_way_to_a_full_metadata() {
+        let envelope = Envelope {
+            mail_from: "s@example.com".into(),
+            rcpt_to: vec!["r@example.org".into()],
+        };
+        let traced = mapper(MapperKind::Postmark).with_trace_metadata(true);
+        let own = b"From: s@example.com\r\nX-PM-Metadata-Postrelay-ID: mine\r\n\r\nbody\r\n";
+        let m = traced.map_for("01ID", &envelope, own, None).unwrap();
+        assert_eq!(
+            m.calls[0].body()["Metadata"],
+            serde_json::json!({"postrelay-id": "01ID"})
+        );
+
+        let mut full = String::from("From: s@example.com\r\n");
+        for i in 0..10 {
+            full.push_str(&format!("X-PM-Metadata-k{i}: v\r\n"));
+        }
+        full.push_str("\r\nbody\r\n");
+        let m = traced
+            .map_for("01ID", &envelope, full.as_bytes(), None)
+            .unwrap();
+        let metadata = m.calls[0].body()["Metadata"].clone();
+        assert_eq!(metadata.as_object().unwrap().len(), 10);
+        assert!(metadata.get("postrelay-id").is_none());
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.starts_with(crate::mapping::postmark::TRACE_SKIPPED)),
+            "{:?}",
+            m.warnings
+        );
     }
 }

@@ -112,9 +112,45 @@ pub fn map_with(
     opts: &MappingOptions,
     defaults: &SendDefaults,
 ) -> Result<Mapped, MappingError> {
+    map_traced(envelope, raw, opts, defaults, None)
+}
+
+/// The `Metadata` key that carries the spool id (`postmark.trace_metadata`).
+pub const TRACE_KEY: &str = "postrelay-id";
+/// How the warning starts when a message has no room for [`TRACE_KEY`].
+pub const TRACE_SKIPPED: &str = "no room for the postrelay-id trace";
+
+/// [`map_with`] with `trace` (a spool id) as `Metadata["postrelay-id"]`.
+/// The trace wins over the message's own field of that name (any case),
+/// since tracing is its purpose. A message that already has Postmark's
+/// maximum of fields keeps them all and goes without the trace (with a
+/// warning starting [`TRACE_SKIPPED`]): an optional trace never costs a
+/// message its delivery or its sender's data.
+pub fn map_traced(
+    envelope: &Envelope,
+    raw: &[u8],
+    opts: &MappingOptions,
+    defaults: &SendDefaults,
+    trace: Option<&str>,
+) -> Result<Mapped, MappingError> {
     let parsed = parse::parse(raw);
     let mut warnings = Vec::new();
-    let controls = read_controls(&parsed, opts, defaults, &mut warnings)?;
+    let mut controls = read_controls(&parsed, opts, defaults, &mut warnings)?;
+    if let Some(id) = trace {
+        controls
+            .metadata
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(TRACE_KEY));
+        if controls.metadata.len() < MAX_METADATA_FIELDS {
+            controls
+                .metadata
+                .push((TRACE_KEY.to_string(), id.to_string()));
+        } else {
+            warnings.push(format!(
+                "{TRACE_SKIPPED}: the message has {MAX_METADATA_FIELDS} metadata fields, \
+                 Postmark's maximum; sent without it"
+            ));
+        }
+    }
     let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
 
     let shared = match serde_json::to_value(&template) {
