@@ -19,9 +19,11 @@ pub mod age;
 mod apply;
 mod attempt;
 pub mod backoff;
+mod batch;
 pub mod credentials;
 pub mod decide;
 pub mod gate;
+pub mod pack;
 pub mod ratelimit;
 
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::backends::Sender;
 use crate::mapping::Mapper;
 use crate::observability::health::Health;
-use crate::spool::Spool;
+use crate::spool::{Claim, Spool};
 use age::Ages;
 use backoff::Backoff;
 use decide::Policy;
@@ -133,6 +135,7 @@ impl Engine {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let freed = Arc::new(Notify::new());
+        let batching = self.batch_limits();
         while !shutdown.is_cancelled() {
             let now = Instant::now();
             let free = permits.available_permits();
@@ -146,29 +149,47 @@ impl Engine {
                         (0, false)
                     }
                 };
+                // Each worker takes a batch when the backend batches; a
+                // probe goes alone.
+                let per_worker = match batching {
+                    Some(limits) if !probe => limits.max_elements,
+                    _ => 1,
+                };
                 let claims = if max > 0 {
-                    self.spool.claim_due(now, max)
+                    self.spool.claim_due(now, max.saturating_mul(per_worker))
                 } else {
                     Vec::new()
                 };
                 if probe && claims.is_empty() {
                     self.gate.probe_unused(now);
                 }
-                for claim in claims {
+                let mut claims = claims.into_iter().peekable();
+                while claims.peek().is_some() {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        break; // not reached: at most `free` claims
+                        break; // not reached: at most `free` workers' worth
                     };
+                    let work: Vec<Claim> = claims.by_ref().take(per_worker).collect();
                     let engine = self.clone();
                     let token = shutdown.clone();
                     let freed = freed.clone();
                     tracker.spawn(async move {
-                        let id = claim.id().to_string();
+                        let ids = work.first().map(|c| c.id().to_string()).unwrap_or_default();
                         let worker = engine.clone();
-                        let run =
-                            tokio::spawn(async move { worker.deliver(claim, probe, &token).await });
+                        let run = tokio::spawn(async move {
+                            match (work.len(), batching) {
+                                (2.., Some(limits)) => {
+                                    worker.deliver_batch(work, limits, &token).await
+                                }
+                                _ => {
+                                    for claim in work {
+                                        worker.deliver(claim, probe, &token).await;
+                                    }
+                                }
+                            }
+                        });
                         if let Err(e) = run.await {
-                            // The claim was dropped by the unwinding: released.
-                            tracing::error!(id, error = %e, "delivery task failed");
+                            // The claims were dropped by the unwinding: released.
+                            tracing::error!(id = ids, error = %e, "delivery task failed");
                             if probe {
                                 engine.gate.probe_ended(Instant::now());
                             }
