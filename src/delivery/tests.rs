@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::*;
-use crate::backends::{Outcome, SendFuture};
+use crate::backends::{BatchFuture, BatchSender, Outcome, SendFuture};
 use crate::mapping::{ApiCall, MapperKind, MappingOptions};
 use crate::message::Envelope;
 use crate::spool::Meta;
@@ -20,6 +20,12 @@ struct Scripted {
     /// Every call takes this long.
     latency: Duration,
     before: Hook,
+    /// Elements per batch call; below 2: no batches.
+    batch_size: usize,
+    /// Each batch call: when it started and each element's recipients.
+    batches: Mutex<Vec<(Instant, Vec<Vec<String>>)>>,
+    /// The answer to one batch element.
+    element: Box<dyn Fn(&ApiCall) -> Outcome + Send + Sync>,
 }
 
 /// Runs before a call is answered, given the call's index and message id.
@@ -33,7 +39,20 @@ impl Scripted {
             calls: Mutex::new(Vec::new()),
             latency: Duration::ZERO,
             before: Box::new(|_, _| {}),
+            batch_size: 1,
+            batches: Mutex::new(Vec::new()),
+            element: Box::new(|_| ok()),
         }
+    }
+
+    /// Elements per batch call, in order.
+    fn batch_sizes(&self) -> Vec<usize> {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.1.len())
+            .collect()
     }
 
     fn times(&self) -> Vec<Instant> {
@@ -66,6 +85,37 @@ impl Sender for Scripted {
         Box::pin(async move {
             tokio::time::sleep(self.latency).await;
             outcome
+        })
+    }
+
+    fn batch(&self) -> Option<&dyn BatchSender> {
+        (self.batch_size > 1).then_some(self as &dyn BatchSender)
+    }
+}
+
+impl BatchSender for Scripted {
+    fn max_elements(&self) -> usize {
+        self.batch_size
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        50 << 20
+    }
+
+    fn send_batch<'a>(
+        &'a self,
+        calls: &'a [&'a ApiCall],
+        _credential: Option<&'a secrecy::SecretString>,
+    ) -> BatchFuture<'a> {
+        let recipients = calls.iter().map(|c| c.recipients.clone()).collect();
+        self.batches
+            .lock()
+            .unwrap()
+            .push((Instant::now(), recipients));
+        let outcomes = calls.iter().map(|c| (self.element)(c)).collect();
+        Box::pin(async move {
+            tokio::time::sleep(self.latency).await;
+            outcomes
         })
     }
 }
@@ -106,6 +156,11 @@ struct Rig {
 impl Rig {
     /// retry 10 s .. 60 s, max_age 1 h unless given.
     fn start(api: Scripted, concurrency: usize, max_age: Duration) -> Rig {
+        Rig::start_paced(api, concurrency, max_age, 0)
+    }
+
+    /// [`start`](Rig::start) with `rate_limit`.
+    fn start_paced(api: Scripted, concurrency: usize, max_age: Duration, rate_limit: u32) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let spool = Arc::new(Spool::open(&root, 0).unwrap().0);
@@ -124,7 +179,7 @@ impl Rig {
             mapper,
             api.clone(),
             Settings {
-                rate_limit: 0,
+                rate_limit,
                 backoff: Backoff::new(10 * SECOND, 60 * SECOND),
                 max_age,
                 concurrency,
@@ -144,11 +199,16 @@ impl Rig {
     }
 
     async fn queue(&self, rcpts: usize, raw: &[u8]) -> String {
+        let rcpt_to = (0..rcpts).map(|i| format!("r{i}@example.org")).collect();
+        self.queue_to(rcpt_to, raw).await
+    }
+
+    async fn queue_to(&self, rcpt_to: Vec<String>, raw: &[u8]) -> String {
         let mut incoming = self.spool.receive().await.unwrap();
         incoming.write(raw).await.unwrap();
         let envelope = Envelope {
             mail_from: "a@example.com".into(),
-            rcpt_to: (0..rcpts).map(|i| format!("r{i}@example.org")).collect(),
+            rcpt_to,
         };
         incoming.commit(&self.spool, envelope).await.unwrap()
     }
@@ -378,4 +438,131 @@ async fn a_long_retry_after_pauses_claiming_instead_of_parking_workers() {
     assert!(rig.until(60 * SECOND, |r| r.queue_len() == 0).await);
     let t = rig.api.times();
     assert!(t[1] - t[0] >= 120 * SECOND, "{t:?}");
+}
+
+fn refused() -> Outcome {
+    Outcome::Permanent {
+        code: Some("406".into()),
+        reason: "inactive recipient".into(),
+    }
+}
+
+/// A batching sender whose calls take 60 s: the first message goes alone
+/// while the rest queue up behind the only worker.
+fn batching(
+    batch_size: usize,
+    element: impl Fn(&ApiCall) -> Outcome + Send + Sync + 'static,
+) -> Scripted {
+    let mut api = Scripted::new(vec![], ok());
+    api.latency = 60 * SECOND;
+    api.batch_size = batch_size;
+    api.element = Box::new(element);
+    api
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_due_together_go_in_one_batch_and_each_is_recorded_on_its_own() {
+    let api = batching(500, |c| {
+        if c.recipients[0].starts_with("gone") {
+            refused()
+        } else {
+            ok()
+        }
+    });
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    let first = rig.queue(1, MSG).await;
+    assert!(rig.until(5 * SECOND, |r| r.api.count() == 1).await);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(rig.queue_to(vec![format!("ok{i}@example.org")], MSG).await);
+    }
+    let gone = rig.queue_to(vec!["gone@example.org".into()], MSG).await;
+    assert!(rig.until(200 * SECOND, |r| r.queue_len() == 0).await);
+    assert_eq!(
+        rig.api.count(),
+        1,
+        "only the lone first message went to /email"
+    );
+    assert_eq!(rig.api.batch_sizes(), vec![6]);
+    assert!(rig.failed(&first).is_none());
+    assert!(ids.iter().all(|id| rig.failed(id).is_none()));
+    let failure = rig.failed(&gone).expect("dead-lettered").failure.unwrap();
+    assert_eq!(failure.code.as_deref(), Some("406"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_message_gives_each_part_and_a_mixed_answer_records_each_part() {
+    // The second part of the split message fails for now: its first part
+    // is recorded accepted and never sent again.
+    let api = batching(500, |c| {
+        if c.recipients[0] == "r50@example.org" {
+            unavailable(None)
+        } else {
+            ok()
+        }
+    });
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    rig.queue_to(vec!["first@example.org".into()], MSG).await;
+    assert!(rig.until(5 * SECOND, |r| r.api.count() == 1).await);
+    let split = rig.queue(60, MSG).await;
+    let single = rig.queue_to(vec!["one@example.org".into()], MSG).await;
+    assert!(
+        rig.until(100 * SECOND, |r| r.api.batch_sizes().len() == 1)
+            .await
+    );
+    tokio::time::sleep(61 * SECOND).await;
+    assert_eq!(rig.api.batch_sizes(), vec![3], "two parts and one message");
+    assert!(rig.queued(&single).is_none());
+    let meta = rig.queued(&split).expect("retried later");
+    assert_eq!(meta.pending_recipients().len(), 10);
+    assert_eq!(meta.accepted_count(), 50);
+    // The retry sends only the pending part, alone, to /email.
+    *rig.api.fallback.lock().unwrap() = ok();
+    assert!(rig.until(200 * SECOND, |r| r.queue_len() == 0).await);
+    let calls = rig.api.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].1, split);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_holds_at_most_batch_size_and_rate_limit_elements() {
+    for (batch_size, rate, cap) in [(4, 0, 4), (500, 3, 3)] {
+        let rig = Rig::start_paced(
+            batching(batch_size, |_| ok()),
+            1,
+            Duration::from_secs(3600),
+            rate,
+        );
+        rig.queue(1, MSG).await;
+        assert!(rig.until(5 * SECOND, |r| r.api.count() == 1).await);
+        for _ in 0..10 {
+            rig.queue(1, MSG).await;
+        }
+        assert!(rig.until(1000 * SECOND, |r| r.queue_len() == 0).await);
+        let sizes = rig.api.batch_sizes();
+        assert!(sizes.iter().all(|n| *n <= cap), "{sizes:?}");
+        let sent = sizes.iter().sum::<usize>() + rig.api.count();
+        assert_eq!(sent, 11, "{sizes:?}");
+        assert!(sizes.len() >= 10 / cap, "{sizes:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_call_retries_every_message_in_it() {
+    let api = batching(500, |_| unavailable(None));
+    let rig = Rig::start(api, 1, Duration::from_secs(3600));
+    rig.queue(1, MSG).await;
+    assert!(rig.until(5 * SECOND, |r| r.api.count() == 1).await);
+    let ids = [rig.queue(1, MSG).await, rig.queue(1, MSG).await];
+    assert!(
+        rig.until(100 * SECOND, |r| r.api.batch_sizes().len() == 1)
+            .await
+    );
+    tokio::time::sleep(61 * SECOND).await;
+    for id in &ids {
+        let meta = rig.queued(id).expect("queued for a retry");
+        assert_eq!(meta.attempts, 1);
+        assert_eq!(meta.accepted_count(), 0);
+        assert!(meta.last_error.is_some());
+    }
 }
