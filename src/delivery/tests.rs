@@ -566,3 +566,22 @@ async fn a_failed_batch_call_retries_every_message_in_it() {
         assert!(meta.last_error.is_some());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_split_message_never_straddles_two_batch_calls() {
+    // batch_size 10, three messages of 160 recipients (4 parts each): two
+    // fit in one call, the third does not and goes alone.
+    let rig = Rig::start(batching(10, |_| ok()), 1, Duration::from_secs(3600));
+    rig.queue(1, MSG).await;
+    assert!(rig.until(5 * SECOND, |r| r.api.count() == 1).await);
+    for _ in 0..3 {
+        rig.queue(160, MSG).await;
+    }
+    assert!(rig.until(1000 * SECOND, |r| r.queue_len() == 0).await);
+    assert_eq!(rig.api.batch_sizes(), vec![8]);
+    assert_eq!(
+        rig.api.count(),
+        1 + 4,
+        "the third message's parts, one by one"
+    );
+}

@@ -148,11 +148,57 @@ pub fn postal_error(code: &str, message: &str) -> Answer {
     )
 }
 
+/// The messages of a Postmark request: the `/email` body, or each element
+/// of a `/email/batch` array.
+pub fn postmark_messages(request: &Received) -> Vec<Value> {
+    match request.json() {
+        Value::Array(messages) => messages,
+        message => vec![message],
+    }
+}
+
+/// A Postmark responder for `/email` and `/email/batch` alike: `code` gives
+/// the `ErrorCode` for one message (0: accepted). `/email` answers as
+/// Postmark does (200, 401 for 10, 422 otherwise); a batch answers 200 with
+/// one element per message.
+pub fn postmark_per_message(
+    mut code: impl FnMut(&Value) -> i64 + Send + 'static,
+) -> impl FnMut(&Received) -> Answer + Send {
+    move |request| {
+        let element = |c: i64, n: usize| {
+            json!({
+                "ErrorCode": c,
+                "Message": if c == 0 { "OK".to_string() } else { format!("refused with {c}") },
+                "MessageID": format!("id-{n}"),
+                "To": "recipient@example.org",
+                "SubmittedAt": "2026-03-01T10:00:00.1234567-05:00",
+            })
+        };
+        if request.path == "/email/batch" {
+            let answers: Vec<Value> = postmark_messages(request)
+                .iter()
+                .enumerate()
+                .map(|(n, m)| element(code(m), n))
+                .collect();
+            return Answer::json(200, Value::Array(answers));
+        }
+        let c = code(&request.json());
+        let status = match c {
+            0 => 200,
+            10 => 401,
+            _ => 422,
+        };
+        Answer::json(status, element(c, 0))
+    }
+}
+
 type Responder = Box<dyn FnMut(&Received) -> Answer + Send>;
 
 struct Shared {
     received: Mutex<Vec<Received>>,
     responder: Mutex<Responder>,
+    /// While true, answers wait (requests are still recorded on arrival).
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running mock API.
@@ -184,9 +230,12 @@ impl ApiMock {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             responder: Mutex::new(Box::new(respond)),
+            held: tokio::sync::watch::Sender::new(false),
         });
+        // Batch bodies reach 50 MB: no body limit below what the API takes.
         let app = axum::Router::new()
             .fallback(handle)
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(shared.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).expect("mock listener");
@@ -215,6 +264,17 @@ impl ApiMock {
 
     pub fn count(&self) -> usize {
         self.shared.received.lock().unwrap().len()
+    }
+
+    /// From now on, answers wait until [`release`](Self::release): a slow
+    /// API that keeps the relay's workers busy while mail queues up.
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Lets every waiting and later answer go.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
     }
 
     /// Waits until at least `n` requests arrived (panics after `secs`).
@@ -278,6 +338,8 @@ async fn handle(
         shared.received.lock().unwrap().push(received);
         answer
     };
+    let mut held = shared.held.subscribe();
+    let _ = held.wait_for(|held| !*held).await;
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }

@@ -185,3 +185,19 @@ async fn a_failed_batch_call_is_every_elements_outcome_and_the_token_is_redacted
         );
     }
 }
+
+#[test]
+fn batch_size_is_held_to_postmarks_500() {
+    let api = ApiMock::scripted(vec![], Answer::json(200, json!([])));
+    let make = |n| {
+        PostmarkClient::new(
+            build_client().unwrap(),
+            &api.url(),
+            SecretString::from(TOKEN),
+        )
+        .unwrap()
+        .with_batch_size(n)
+        .batch_size()
+    };
+    assert_eq!([make(0), make(1), make(500), make(900)], [1, 1, 500, 500]);
+}
