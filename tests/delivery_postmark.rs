@@ -573,13 +573,15 @@ fn rate_limit_is_a_ceiling_at_the_mock() {
     const MESSAGES: usize = 15;
     let api = ApiMock::scripted(vec![], postmark_ok("44444444-4444-4444-8444-444444444444"));
     let dir = tempdir();
+    // One call per message (no batches): this is the pace of `/email` calls.
     let relay = Relay::start(
         dir.path(),
         &config(
             &api.url(),
             "",
             &format!("rate_limit = {RATE}\nconcurrency = 8"),
-        ),
+        )
+        .env("POSTRELAY_POSTMARK__BATCH_SIZE", "1"),
     );
     let mut c = relay.session();
     for i in 0..MESSAGES {

@@ -2,7 +2,9 @@
 //! (`mapping`), paces the API calls, sends them (`backends`), then decides
 //! purely what becomes of each message (`decide`) and applies that decision
 //! to the spool in one place (`apply`). It is the only place outcomes turn
-//! into spool state.
+//! into spool state. With a batching backend a worker takes several due
+//! messages at once and sends them in batch calls (`batch`); one due message
+//! goes alone.
 //!
 //! Time: scheduling runs on the tokio clock (`tokio::time::Instant`), so
 //! every wait is testable with paused time; the wall clock is read only for a
@@ -50,7 +52,8 @@ const IDLE_POLL: Duration = Duration::from_secs(30);
 /// The `[delivery]` settings the engine runs with.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// API calls per second; 0 means unlimited.
+    /// Messages sent to the API per second (a batch call counts each of
+    /// its messages); 0 means unlimited.
     pub rate_limit: u32,
     pub backoff: Backoff,
     pub max_age: Duration,
