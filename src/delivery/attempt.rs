@@ -31,6 +31,15 @@ pub(super) struct Sending {
     pub label: String,
 }
 
+/// How a message got through the gates: the credential it is sent with;
+/// `probe`: the backend's gate let it through alone (never with an own
+/// credential); `credential_probe`: its credential's gate did.
+pub(super) struct Admitted {
+    pub sending: Sending,
+    pub probe: bool,
+    pub credential_probe: bool,
+}
+
 /// What an attempt starts from: the raw message, or its calls already mapped.
 pub(super) enum Work {
     Raw(Vec<u8>),
@@ -47,13 +56,13 @@ impl Engine {
         // Each credential has its own gate: while it is paused after a
         // rejection, the mail that uses it is held without a call; other
         // credentials' mail goes on.
-        let own = self.credentials.resolve(&meta.credential).is_some();
+        let sending = self.sending(&meta);
+        let own = sending.own.is_some();
         if own {
             // The backend's gate never hears how an own credential fares.
             self.probe_without_answer(probe);
         }
-        let gate = self.credential_gate(&meta.credential);
-        let credential_probe = match gate.admit(Instant::now()) {
+        let credential_probe = match sending.gate.admit(Instant::now()) {
             Admit::All => false,
             Admit::Probe => true,
             Admit::Until(until) => {
@@ -63,8 +72,12 @@ impl Engine {
                 return self.hold_paused(claim, meta, until).await;
             }
         };
-        let work = Work::Raw(raw);
-        self.deliver_admitted(claim, meta, work, probe && !own, credential_probe, shutdown)
+        let admitted = Admitted {
+            sending,
+            probe: probe && !own,
+            credential_probe,
+        };
+        self.deliver_admitted(claim, meta, Work::Raw(raw), admitted, shutdown)
             .await
     }
 
@@ -100,19 +113,21 @@ impl Engine {
         self.conclude(claim, meta, attempt).await
     }
 
-    /// Delivers a message its credential's gate let through. `probe`: the
-    /// backend's gate let it through alone (never with an own credential);
-    /// `credential_probe`: its credential's gate did.
+    /// Delivers a message its credential's gate let through.
     pub(super) async fn deliver_admitted(
         &self,
         claim: Claim,
         meta: Meta,
         work: Work,
-        probe: bool,
-        credential_probe: bool,
+        admitted: Admitted,
         shutdown: &CancellationToken,
     ) {
-        let gate = self.credential_gate(&meta.credential);
+        let Admitted {
+            sending,
+            probe,
+            credential_probe,
+        } = admitted;
+        let gate = sending.gate.clone();
         let no_answer = || {
             if credential_probe {
                 gate.probe_ended(Instant::now());
@@ -120,7 +135,7 @@ impl Engine {
             self.probe_without_answer(probe);
         };
         let Some((claim, meta, attempt, answered)) =
-            self.attempt(claim, meta, work, shutdown).await
+            self.attempt(claim, meta, work, sending, shutdown).await
         else {
             return no_answer();
         };
@@ -204,6 +219,7 @@ impl Engine {
         mut claim: Claim,
         mut meta: Meta,
         work: Work,
+        sending: Sending,
         shutdown: &CancellationToken,
     ) -> Option<(Claim, Meta, Attempt, bool)> {
         let calls = match work {
@@ -219,7 +235,6 @@ impl Engine {
         let backend = self.sender.name();
         // A message's own credential answers for its own mail only: its
         // faults neither pause the backend nor make the daemon unready.
-        let sending = self.sending(&meta);
         // A part the API refuses for good does not stop the others: every
         // recipient gets its chance, then the message is dead-lettered for
         // the refused ones.

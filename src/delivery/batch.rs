@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use super::attempt::{Answer, Sending, Work};
+use super::attempt::{Admitted, Answer, Sending, Work};
 use super::decide::Attempt;
 use super::gate::Admit;
 use super::pack::{Limits, Load};
@@ -77,7 +77,7 @@ impl Engine {
             return;
         };
         let mut open: Vec<Open> = Vec::new();
-        let mut alone: Vec<(Claim, Meta, Work, bool)> = Vec::new();
+        let mut alone: Vec<(Claim, Meta, Work, Admitted)> = Vec::new();
         for claim in claims {
             let Some((claim, meta, raw)) = self.load(claim).await else {
                 continue;
@@ -86,7 +86,8 @@ impl Engine {
             match sending.gate.admit(Instant::now()) {
                 Admit::All => {}
                 Admit::Probe => {
-                    alone.push((claim, meta, Work::Raw(raw), true));
+                    let admitted = admitted(sending, true);
+                    alone.push((claim, meta, Work::Raw(raw), admitted));
                     continue;
                 }
                 Admit::Until(until) => {
@@ -107,7 +108,8 @@ impl Engine {
             };
             let sizes: Vec<usize> = calls.iter().map(ApiCall::encoded_len).collect();
             if !Load::default().fits(&sizes, limits) {
-                alone.push((claim, meta, Work::Mapped(calls), false));
+                let admitted = admitted(sending, false);
+                alone.push((claim, meta, Work::Mapped(calls), admitted));
                 continue;
             }
             let key = (
@@ -144,8 +146,8 @@ impl Engine {
             self.send_call(batch, call.messages, &mut alone, shutdown)
                 .await;
         }
-        for (claim, meta, work, credential_probe) in alone {
-            self.deliver_admitted(claim, meta, work, false, credential_probe, shutdown)
+        for (claim, meta, work, admitted) in alone {
+            self.deliver_admitted(claim, meta, work, admitted, shutdown)
                 .await;
         }
     }
@@ -156,15 +158,14 @@ impl Engine {
         &self,
         batch: &dyn BatchSender,
         mut messages: Vec<Ready>,
-        alone: &mut Vec<(Claim, Meta, Work, bool)>,
+        alone: &mut Vec<(Claim, Meta, Work, Admitted)>,
         shutdown: &CancellationToken,
     ) {
         if messages.len() < 2 {
-            alone.extend(
-                messages
-                    .into_iter()
-                    .map(|m| (m.claim, m.meta, Work::Mapped(m.calls), false)),
-            );
+            alone.extend(messages.into_iter().map(|m| {
+                let admitted = admitted(m.sending, false);
+                (m.claim, m.meta, Work::Mapped(m.calls), admitted)
+            }));
             return;
         }
         let elements: usize = messages.iter().map(|m| m.calls.len()).sum();
@@ -235,5 +236,14 @@ impl Engine {
             let attempt = stop.unwrap_or(Attempt::Answered);
             self.conclude(m.claim, m.meta, attempt).await;
         }
+    }
+}
+
+/// A batch never holds the backend's probe: only its credential's.
+fn admitted(sending: Sending, credential_probe: bool) -> Admitted {
+    Admitted {
+        sending,
+        probe: false,
+        credential_probe,
     }
 }
