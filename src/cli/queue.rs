@@ -124,11 +124,10 @@ fn row_json(m: &Meta, now: SystemTime) -> serde_json::Value {
 }
 
 fn recipients_in(m: &Meta, pick: impl Fn(&RecipientState) -> bool) -> Vec<&str> {
-    m.envelope
-        .rcpt_to
-        .iter()
-        .filter(|r| pick(m.state_of(r)))
-        .map(String::as_str)
+    m.envelope_states()
+        .into_iter()
+        .filter(|(_, s)| pick(s))
+        .map(|(r, _)| r)
         .collect()
 }
 

@@ -167,13 +167,35 @@ impl Meta {
             .unwrap_or(&RecipientState::Pending)
     }
 
-    /// Envelope recipients the API has neither accepted nor refused yet, in envelope order.
-    pub fn pending_recipients(&self) -> Vec<String> {
+    /// Every envelope recipient with its state, in envelope order (pending
+    /// when never recorded). One pass over each list: a message to
+    /// thousands of recipients costs linear time, not quadratic.
+    pub fn envelope_states(&self) -> Vec<(&str, &RecipientState)> {
+        let recorded: std::collections::HashMap<String, &RecipientState> = self
+            .recipients
+            .iter()
+            .rev() // the first record of an address wins, as in `state_of`
+            .map(|r| (key(&r.address), &r.state))
+            .collect();
         self.envelope
             .rcpt_to
             .iter()
-            .filter(|r| *self.state_of(r) == RecipientState::Pending)
-            .cloned()
+            .map(|r| {
+                let state = recorded
+                    .get(&key(r))
+                    .copied()
+                    .unwrap_or(&RecipientState::Pending);
+                (r.as_str(), state)
+            })
+            .collect()
+    }
+
+    /// Envelope recipients the API has neither accepted nor refused yet, in envelope order.
+    pub fn pending_recipients(&self) -> Vec<String> {
+        self.envelope_states()
+            .into_iter()
+            .filter(|(_, s)| **s == RecipientState::Pending)
+            .map(|(r, _)| r.to_string())
             .collect()
     }
 
@@ -206,10 +228,9 @@ impl Meta {
 
     /// (code, reason) of the first refused recipient in envelope order.
     pub fn first_refusal(&self) -> Option<(Option<&str>, &str)> {
-        self.envelope
-            .rcpt_to
-            .iter()
-            .find_map(|r| match self.state_of(r) {
+        self.envelope_states()
+            .into_iter()
+            .find_map(|(_, s)| match s {
                 RecipientState::Refused { code, reason } => {
                     Some((code.as_deref(), reason.as_str()))
                 }
@@ -228,10 +249,9 @@ impl Meta {
     }
 
     fn count(&self, pick: impl Fn(&RecipientState) -> bool) -> usize {
-        self.envelope
-            .rcpt_to
-            .iter()
-            .filter(|r| pick(self.state_of(r)))
+        self.envelope_states()
+            .into_iter()
+            .filter(|(_, s)| pick(s))
             .count()
     }
 

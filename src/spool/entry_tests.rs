@@ -49,6 +49,26 @@ fn recipient_state_is_recorded_per_recipient_in_envelope_order() {
 }
 
 #[test]
+fn envelope_states_agree_with_state_of_even_for_a_record_naming_an_address_twice() {
+    let mut m = meta(&["a@x.org", "B@x.org", "c@x.org", "\"d e\"@x.org"]);
+    m.record_accepted(&strings(&["b@X.org"]), Some("api-1"));
+    // A hand-edited record that names one address twice: the first wins.
+    m.recipients.push(Recipient {
+        address: "B@x.org".into(),
+        state: RecipientState::Refused {
+            code: None,
+            reason: "second".into(),
+        },
+    });
+    m.record_refused(&strings(&["\"d e\"@x.org"]), Some("406"), "inactive");
+    let states = m.envelope_states();
+    assert_eq!(states.len(), 4);
+    for (rcpt, state) in states {
+        assert_eq!(state, m.state_of(rcpt), "{rcpt}");
+    }
+}
+
+#[test]
 fn a_record_round_trips_and_its_id_comes_from_the_file_name() {
     let mut m = meta(&["a@x.org", "b@x.org"]);
     m.record_accepted(&strings(&["a@x.org"]), None);
