@@ -344,33 +344,40 @@ where
 
     /// Checks the message against the backend's limits, then makes it durable.
     async fn accept(&mut self, mut incoming: Incoming, structure_lines: usize) -> Reply {
-        if let Err(e) = incoming.finish().await {
-            return self.spool_reply(&e);
-        }
-        // Reading back and checking costs a multiple of the message's size:
-        // wait for room in the shared budget first.
+        // Checking costs a multiple of the message's size: wait for room
+        // in the shared budget first.
         let shared = self.shared.clone();
         let permit = shared
             .check_budget
             .acquire(incoming.size() as usize, structure_lines)
             .await;
-        let raw = match tokio::fs::read(incoming.path()).await {
-            Ok(raw) => raw,
-            Err(e) => return self.spool_reply(&SpoolError::Io(e)),
-        };
+        // A message still held in memory is checked from a copy of it; a
+        // larger one is read back from its temp file, in the same hand-off.
+        let held = incoming.held().map(<[u8]>::to_vec);
+        if held.is_none()
+            && let Err(e) = incoming.finish().await
+        {
+            return self.spool_reply(&e);
+        }
+        let path = incoming.path().to_path_buf();
         let envelope = self.session.envelope();
         let mapper = self.shared.mapper.clone();
         let env = envelope.clone();
         let allowed = self.session.user().map(|u| u.allowed_from.clone());
         let stream = self.session.user().and_then(|u| u.message_stream.clone());
         let checked = tokio::task::spawn_blocking(move || {
+            let raw = match held {
+                Some(raw) => raw,
+                None => std::fs::read(&path)?,
+            };
             let from_ok = allowed.is_none_or(|a| from_allowed(&a, &raw));
-            (from_ok, mapper.check_as(&env, &raw, stream.as_deref()))
+            Ok::<_, std::io::Error>((from_ok, mapper.check_as(&env, &raw, stream.as_deref())))
         })
         .await;
         drop(permit);
         let checked = match checked {
-            Ok((false, _)) => {
+            Ok(Err(e)) => return self.spool_reply(&SpoolError::Io(e)),
+            Ok(Ok((false, _))) => {
                 let user = self
                     .session
                     .user()
@@ -381,7 +388,7 @@ where
                 tracing::info!(peer = %self.peer, user = %escape(&user), "message refused: From: outside allowed_from");
                 return reply::from_not_allowed(&user);
             }
-            Ok((true, checked)) => Ok(checked),
+            Ok(Ok((true, checked))) => Ok(checked),
             Err(e) => Err(e),
         };
         match checked {
@@ -419,7 +426,7 @@ where
                     &envelope.mail_from,
                     envelope.rcpt_to.len(),
                     size,
-                    &self.peer.to_string(),
+                    self.peer,
                 );
                 reply::queued(&id)
             }
