@@ -71,7 +71,7 @@ pub async fn run<S>(
         ),
         framer: LineFramer::new(MAX_LINE),
         out: Vec::with_capacity(1024),
-        readbuf: vec![0; READ_BUF],
+        readbuf: Vec::with_capacity(READ_BUF),
         ends: Instant::now() + shared.max_session_time,
     };
     tracing::debug!(peer = %peer, tls = client.tls, "smtp session opened");
@@ -105,6 +105,7 @@ struct Conn<S> {
     session: Session,
     framer: LineFramer,
     out: Vec<u8>,
+    /// Read into with `read_buf` after `clear`: its capacity is never zeroed.
     readbuf: Vec<u8>,
     /// `smtp.max_session_time` after the connection began: no read waits past it.
     ends: Instant,
@@ -230,9 +231,10 @@ where
             }
             // Idle between transactions: a stopping daemon says goodbye here.
             let idle = !self.session.in_transaction();
+            self.readbuf.clear();
             let read = tokio::select! {
                 _ = shutdown.cancelled(), if idle => return Stop::Say(reply::shutting_down(self.session.hostname())),
-                r = tokio::time::timeout_at(deadline.min(self.ends), self.stream.read(&mut self.readbuf)) => r,
+                r = tokio::time::timeout_at(deadline.min(self.ends), self.stream.read_buf(&mut self.readbuf)) => r,
             };
             match read {
                 Err(_) => return self.expired(),
@@ -302,7 +304,9 @@ where
             let deadline = (Instant::now() + self.shared.data_timeout)
                 .min(budget)
                 .min(self.ends);
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
+            self.readbuf.clear();
+            let read =
+                tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.readbuf)).await;
             let n = match read {
                 Err(_) => return Err(self.expired()),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
