@@ -7,6 +7,11 @@ does not depend on machine load.
     BENCH_BIN=/path/to/other/postrelay NOBUILD=1 python3 bench/profile.py
     TOP=40 ...                               # also print the 40 costliest functions (inclusive)
     KEEP=1 ...                               # keep the dumps for callgrind_annotate
+    SYSCALLS=1 ...                           # instead: syscalls per message (strace -f -c)
+
+SYSCALLS=1 runs the same load with `strace -f -c` attached instead of
+callgrind (one daemon per size, 20 warm-up messages included, so the
+figure is a slight overestimate) and prints system calls per message, by call.
 
 A release postrelay (backend postmark, pointed at bench/mockapi.py, as in
 bench/throughput.py) runs under `valgrind --tool=callgrind`. Once it
@@ -35,6 +40,7 @@ under callgrind means nothing.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,6 +109,42 @@ def phases(total, costs):
     return out
 
 
+def syscalls(mock, size):
+    """{syscall: calls per message} over N messages of `size`, start-up included."""
+    tmp = tempfile.mkdtemp(prefix="postrelay-strace-")
+    out = os.path.join(tmp, "strace.out")
+    mock.call("POST", "/__reset")
+    relay = tp.Relay(tmp, mock.port)
+    tracer = subprocess.Popen(["strace", "-f", "-c", "-o", out, "-p", str(relay.proc.pid)])
+    time.sleep(1)  # strace attaches to every thread before it returns to us
+    try:
+        tp.smtp_source(relay.port, 20 + N, size, 4)
+        tp.wait_until("delivery", lambda: mock.stats()["emails"] >= 20 + N, secs=1800)
+        tp.wait_until("the queue to empty", lambda: relay.queue_files() == 0, secs=600)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait()
+        relay.stop()
+    counts = {}
+    for line in open(out):
+        f = line.split()
+        if len(f) >= 5 and f[-1] != "total" and f[3].isdigit():
+            counts[f[-1]] = int(f[3])
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {k: v / N for k, v in counts.items()}
+
+
+def main_syscalls(mock):
+    by_size = {size: syscalls(mock, size) for size in SIZES}
+    print(f"# system calls per message (strace -f -c, N={N} + 20 warm-up per size, smtp-source -s 4)")
+    print(f"{'call':<20}" + "".join(f"{f'{s // 1024} KB':>10}" for s in SIZES))
+    names = sorted(set().union(*by_size.values()), key=lambda k: -by_size[SIZES[0]].get(k, 0))
+    for name in ["total"] + names:
+        row = [sum(by_size[s].values()) if name == "total" else by_size[s].get(name, 0) for s in SIZES]
+        if name == "total" or max(row) >= 0.1:
+            print(f"{name:<20}" + "".join(f"{v:>10.2f}" for v in row))
+
+
 def main():
     tp.ensure_tools()
     if not shutil.which("valgrind"):
@@ -110,8 +152,14 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True, env=env)
     if os.environ.get("NOBUILD") != "1":
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=tp.ROOT, check=True)
-    tmp = tempfile.mkdtemp(prefix="postrelay-profile-")
     mock = tp.Mock()
+    if os.environ.get("SYSCALLS") == "1":
+        try:
+            main_syscalls(mock)
+        finally:
+            mock.stop()
+        return
+    tmp = tempfile.mkdtemp(prefix="postrelay-profile-")
     out = os.path.join(tmp, "callgrind.out")
     wrap = ["valgrind", "--tool=callgrind", "--quiet", f"--callgrind-out-file={out}"]
     relay = tp.Relay(tmp, mock.port, wrap=wrap)
