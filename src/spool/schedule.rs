@@ -56,7 +56,6 @@ struct Slot {
 pub(super) struct Schedule {
     slots: HashMap<Key, Slot>,
     ready: BTreeSet<(Instant, Key)>,
-    received: BTreeSet<(SystemTime, Key)>,
 }
 
 impl Schedule {
@@ -76,14 +75,12 @@ impl Schedule {
             },
         );
         self.ready.insert((due, key));
-        self.received.insert((received, key));
     }
 
     pub(super) fn remove(&mut self, id: &str) {
         let Some(key) = Key::of(id) else { return };
         if let Some(s) = self.slots.remove(&key) {
             self.ready.remove(&(s.due, key));
-            self.received.remove(&(s.received, key));
         }
     }
 
@@ -134,7 +131,6 @@ impl Schedule {
                 in_flight: true,
             },
         );
-        self.received.insert((received, key));
         true
     }
 
@@ -153,8 +149,12 @@ impl Schedule {
         self.ready.first().map(|(due, _)| *due)
     }
 
+    /// Entries and the oldest receive time: a walk over every slot, for
+    /// the metrics scrape (an ordered index by receive time would cost
+    /// every entry memory and every commit an insertion).
     pub(super) fn depth(&self) -> (usize, Option<SystemTime>) {
-        (self.slots.len(), self.received.first().map(|(t, _)| *t))
+        let oldest = self.slots.values().map(|s| s.received).min();
+        (self.slots.len(), oldest)
     }
 }
 
