@@ -179,7 +179,7 @@ class Mock:
 class Relay:
     """A fresh daemon on a fresh spool under `tmp`."""
 
-    def __init__(self, tmp, api_port, extra_env=None, spool=None):
+    def __init__(self, tmp, api_port, extra_env=None, spool=None, wrap=()):
         self.dir = spool or tempfile.mkdtemp(prefix="relay-", dir=tmp)
         self.port = free_port()
         env = dict(os.environ)
@@ -194,12 +194,15 @@ class Relay:
             POSTRELAY_SENDMAIL__MAILDROP=os.path.join(self.dir, "maildrop"),
             POSTRELAY_DELIVERY__RATE_LIMIT="0",
             POSTRELAY_LOG__LEVEL="warn",
+            # smtp-source opens a session's next connection while the
+            # server still counts the last one.
+            POSTRELAY_SMTP__MAX_CONNECTIONS_PER_IP="1000",
         )
         env.update(extra_env or {})
         self.env = env
         self.started = time.monotonic()
         self.log = open(os.path.join(self.dir, "log"), "ab")
-        self.proc = subprocess.Popen([BIN, "serve"], env=env, stderr=self.log)
+        self.proc = subprocess.Popen([*wrap, BIN, "serve"], env=env, stderr=self.log)
         wait_port(self.port, self.proc)
         self.ready_after = time.monotonic() - self.started
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::spool::Meta;
 
-pub fn received(id: &str, from: &str, rcpts: usize, size: u64, peer: &str) {
+/// `peer` is formatted only when the line is written.
+pub fn received(id: &str, from: &str, rcpts: usize, size: u64, peer: impl std::fmt::Display) {
     metrics::counter!("postrelay_smtp_messages_total", "result" => "queued").increment(1);
     tracing::info!(id = %id, from = %from, rcpts, size, peer = %peer, outcome = "received", "message received");
 }

@@ -10,6 +10,7 @@
 
 mod data;
 mod line;
+mod scan;
 mod shape;
 
 use std::borrow::Cow;

@@ -71,7 +71,7 @@ pub async fn run<S>(
         ),
         framer: LineFramer::new(MAX_LINE),
         out: Vec::with_capacity(1024),
-        readbuf: vec![0; READ_BUF],
+        readbuf: Vec::with_capacity(READ_BUF),
         ends: Instant::now() + shared.max_session_time,
     };
     tracing::debug!(peer = %peer, tls = client.tls, "smtp session opened");
@@ -105,6 +105,7 @@ struct Conn<S> {
     session: Session,
     framer: LineFramer,
     out: Vec<u8>,
+    /// Read into with `read_buf` after `clear`: its capacity is never zeroed.
     readbuf: Vec<u8>,
     /// `smtp.max_session_time` after the connection began: no read waits past it.
     ends: Instant,
@@ -230,9 +231,10 @@ where
             }
             // Idle between transactions: a stopping daemon says goodbye here.
             let idle = !self.session.in_transaction();
+            self.readbuf.clear();
             let read = tokio::select! {
                 _ = shutdown.cancelled(), if idle => return Stop::Say(reply::shutting_down(self.session.hostname())),
-                r = tokio::time::timeout_at(deadline.min(self.ends), self.stream.read(&mut self.readbuf)) => r,
+                r = tokio::time::timeout_at(deadline.min(self.ends), self.stream.read_buf(&mut self.readbuf)) => r,
             };
             match read {
                 Err(_) => return self.expired(),
@@ -302,7 +304,9 @@ where
             let deadline = (Instant::now() + self.shared.data_timeout)
                 .min(budget)
                 .min(self.ends);
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.readbuf)).await;
+            self.readbuf.clear();
+            let read =
+                tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.readbuf)).await;
             let n = match read {
                 Err(_) => return Err(self.expired()),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
@@ -344,33 +348,40 @@ where
 
     /// Checks the message against the backend's limits, then makes it durable.
     async fn accept(&mut self, mut incoming: Incoming, structure_lines: usize) -> Reply {
-        if let Err(e) = incoming.finish().await {
-            return self.spool_reply(&e);
-        }
-        // Reading back and checking costs a multiple of the message's size:
-        // wait for room in the shared budget first.
+        // Checking costs a multiple of the message's size: wait for room
+        // in the shared budget first.
         let shared = self.shared.clone();
         let permit = shared
             .check_budget
             .acquire(incoming.size() as usize, structure_lines)
             .await;
-        let raw = match tokio::fs::read(incoming.path()).await {
-            Ok(raw) => raw,
-            Err(e) => return self.spool_reply(&SpoolError::Io(e)),
-        };
+        // A message still held in memory is checked from a copy of it; a
+        // larger one is read back from its temp file, in the same hand-off.
+        let held = incoming.held().map(<[u8]>::to_vec);
+        if held.is_none()
+            && let Err(e) = incoming.finish().await
+        {
+            return self.spool_reply(&e);
+        }
+        let path = incoming.path().to_path_buf();
         let envelope = self.session.envelope();
         let mapper = self.shared.mapper.clone();
         let env = envelope.clone();
         let allowed = self.session.user().map(|u| u.allowed_from.clone());
         let stream = self.session.user().and_then(|u| u.message_stream.clone());
         let checked = tokio::task::spawn_blocking(move || {
+            let raw = match held {
+                Some(raw) => raw,
+                None => std::fs::read(&path)?,
+            };
             let from_ok = allowed.is_none_or(|a| from_allowed(&a, &raw));
-            (from_ok, mapper.check_as(&env, &raw, stream.as_deref()))
+            Ok::<_, std::io::Error>((from_ok, mapper.check_as(&env, &raw, stream.as_deref())))
         })
         .await;
         drop(permit);
         let checked = match checked {
-            Ok((false, _)) => {
+            Ok(Err(e)) => return self.spool_reply(&SpoolError::Io(e)),
+            Ok(Ok((false, _))) => {
                 let user = self
                     .session
                     .user()
@@ -381,7 +392,7 @@ where
                 tracing::info!(peer = %self.peer, user = %escape(&user), "message refused: From: outside allowed_from");
                 return reply::from_not_allowed(&user);
             }
-            Ok((true, checked)) => Ok(checked),
+            Ok(Ok((true, checked))) => Ok(checked),
             Err(e) => Err(e),
         };
         match checked {
@@ -419,7 +430,7 @@ where
                     &envelope.mail_from,
                     envelope.rcpt_to.len(),
                     size,
-                    &self.peer.to_string(),
+                    self.peer,
                 );
                 reply::queued(&id)
             }

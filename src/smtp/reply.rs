@@ -2,7 +2,7 @@
 //! RFC 3463 enhanced status codes). Replies name the limit or feature that
 //! applies, never a path, URL or credential.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use super::capabilities::Capabilities;
 
@@ -28,18 +28,17 @@ impl Reply {
 
     /// Appends the wire form (CRLF-terminated, multi-line when needed) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut s = String::new();
         let total = self.lines.len() + 1;
         let first = std::iter::once(&self.text).chain(self.lines.iter());
         for (i, line) in first.enumerate() {
             let sep = if i + 1 == total { ' ' } else { '-' };
-            if self.status.is_empty() || i > 0 {
-                let _ = write!(s, "{}{}{}\r\n", self.code, sep, line);
+            // Writing into a Vec cannot fail.
+            let _ = if self.status.is_empty() || i > 0 {
+                write!(out, "{}{}{}\r\n", self.code, sep, line)
             } else {
-                let _ = write!(s, "{}{}{} {}\r\n", self.code, sep, self.status, line);
-            }
+                write!(out, "{}{}{} {}\r\n", self.code, sep, self.status, line)
+            };
         }
-        out.extend_from_slice(s.as_bytes());
     }
 }
 

@@ -2,6 +2,9 @@
 //! [`Incoming::commit`] makes it durable in `queue/`. Each message fsyncs
 //! its own two files; the directory fsync that makes the renames durable is
 //! shared by every message committed at the same time (see [`group`](super::group)).
+//! A message up to [`HOLD`] bytes stays in memory until `commit`, which
+//! writes, syncs and renames it in one blocking call; a larger one spills
+//! to its temp file as it arrives, so memory stays flat.
 //!
 //! Invariant: `commit` returns `Ok` only once the message, then its record,
 //! are fsynced and renamed into `queue/` and a directory fsync that started
@@ -14,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{Credential, Meta, Spool, SpoolError, entry, fsio};
@@ -36,23 +38,28 @@ impl Spool {
         Ok(Incoming {
             id,
             path: Some(path),
-            file: Some(tokio::io::BufWriter::with_capacity(
-                64 * 1024,
-                tokio::fs::File::from_std(file),
-            )),
-            size: 0,
+            file: Some(file),
+            pending: Vec::new(),
+            spilled: 0,
         })
     }
 }
+
+/// Bytes of a message held in memory before it spills to its temp file.
+pub const HOLD: usize = 64 * 1024;
 
 /// A message being received. Dropped without [`commit`](Incoming::commit),
 /// its temp file is removed.
 pub struct Incoming {
     id: String,
     path: Option<PathBuf>,
-    /// `None` once `commit` has taken it.
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    size: u64,
+    /// `None` once `commit` has taken it (or while a spill writes to it).
+    file: Option<fs::File>,
+    /// Received bytes not written to the file yet (at most [`HOLD`] once
+    /// `write` returns).
+    pending: Vec<u8>,
+    /// Bytes already written to the file.
+    spilled: u64,
 }
 
 impl Incoming {
@@ -61,30 +68,53 @@ impl Incoming {
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.spilled + self.pending.len() as u64
     }
 
     pub fn path(&self) -> &Path {
         self.path.as_deref().expect("incoming path")
     }
 
-    fn file(&mut self) -> &mut tokio::io::BufWriter<tokio::fs::File> {
-        self.file.as_mut().expect("incoming file")
+    /// The whole message, when it is still held in memory (it never
+    /// spilled): no need to read it back from the file.
+    pub fn held(&self) -> Option<&[u8]> {
+        (self.spilled == 0).then_some(self.pending.as_slice())
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.file()
-            .write_all(bytes)
-            .await
-            .map_err(SpoolError::from_io)?;
-        self.size += bytes.len() as u64;
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() > HOLD {
+            self.spill().await?;
+        }
         Ok(())
     }
 
-    /// Flushes the received bytes to the file, so they can be read back
-    /// (to check limits); [`commit`](Incoming::commit) makes them durable.
+    /// Writes the held bytes to the file (off the async threads).
+    async fn spill(&mut self) -> Result<(), SpoolError> {
+        let mut file = self.file.take().expect("incoming file");
+        let pending = std::mem::take(&mut self.pending);
+        let (file, mut pending, written) = tokio::task::spawn_blocking(move || {
+            let written = io::Write::write_all(&mut file, &pending);
+            (file, pending, written)
+        })
+        .await
+        .map_err(|e| SpoolError::Io(io::Error::other(e)))?;
+        self.file = Some(file);
+        written.map_err(SpoolError::from_io)?;
+        self.spilled += pending.len() as u64;
+        pending.clear();
+        self.pending = pending;
+        Ok(())
+    }
+
+    /// Writes every received byte to the file, so the message can be read
+    /// back from [`path`](Incoming::path); [`commit`](Incoming::commit)
+    /// makes them durable.
     pub async fn finish(&mut self) -> Result<(), SpoolError> {
-        self.file().flush().await.map_err(SpoolError::from_io)
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.spill().await
     }
 
     /// Makes the message durable in `queue/`. Returns its id.
@@ -103,22 +133,23 @@ impl Incoming {
         envelope: Envelope,
         credential: Credential,
     ) -> Result<String, SpoolError> {
-        self.finish().await?;
-        let file = self.file.take().expect("incoming file").into_inner();
-        let file = file.into_std().await;
+        let file = self.file.take().expect("incoming file");
+        let pending = std::mem::take(&mut self.pending);
         let tmp_eml = self.path.take().expect("incoming path");
         let meta = Meta::with_credential(
             self.id.clone(),
             envelope,
-            self.size,
+            self.size(),
             SystemTime::now(),
             credential,
         );
         let spool2 = spool.clone();
         let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || spool2.link_into_queue(&file, &tmp_eml, &meta2))
-            .await
-            .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || {
+            spool2.link_into_queue(&file, &pending, &tmp_eml, &meta2)
+        })
+        .await
+        .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
         spool
             .sched()
             .insert(&meta.id, Instant::now(), meta.received_at);
@@ -136,11 +167,13 @@ impl Drop for Incoming {
 }
 
 impl Spool {
-    /// Message first, record (the commit marker) last, then the directory,
+    /// Blocking. The held bytes, then the message's fsync, then the record
+    /// (the commit marker), then the directory,
     /// whose sync is shared with every message renamed meanwhile.
     fn link_into_queue(
         &self,
         eml: &fs::File,
+        pending: &[u8],
         tmp_eml: &Path,
         meta: &Meta,
     ) -> Result<(), SpoolError> {
@@ -149,6 +182,7 @@ impl Spool {
         let queued_json = self.queue.join(format!("{id}.json"));
         let queued_eml = self.queue.join(format!("{id}.eml"));
         let write = || -> io::Result<()> {
+            io::Write::write_all(&mut { eml }, pending)?;
             eml.sync_all()?;
             let mut f = fsio::create_new(&tmp_json)?;
             io::Write::write_all(&mut f, &entry::encode(meta))?;

@@ -86,6 +86,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// As [`write_atomic`], with the temp file in `tmp_dir` (same filesystem as `path`).
 pub fn write_atomic_via(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_renamed_via(tmp_dir, path, bytes)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// [`write_atomic_via`] without the directory sync: the file is whole on
+/// disk under its temp name and renamed to `path`; the rename is durable
+/// once the caller has synced `path`'s directory (a group sync can cover
+/// many renames).
+pub fn write_renamed_via(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -95,8 +104,7 @@ pub fn write_atomic_via(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result
         let mut f = create_new(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -99,6 +99,8 @@ pub struct Spool {
     wake: Notify,
     /// Group commit of `queue/`'s directory entries.
     queue_sync: group::GroupSync,
+    /// Group commit of `failed/`'s directory entries.
+    failed_sync: group::GroupSync,
     /// Exclusive `flock` on `postrelay.lock`, held for the life of the process:
     /// one process owns a spool at a time.
     _lock: fs::File,
@@ -158,6 +160,7 @@ impl Spool {
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
             queue_sync: group::GroupSync::new(Box::new(fsio::sync_dir)),
+            failed_sync: group::GroupSync::new(Box::new(fsio::sync_dir)),
             _lock: lock,
         };
         for dir in [&spool.tmp, &spool.queue, &spool.failed, &spool.dry_run] {

@@ -3,6 +3,8 @@
 //! action holds while it owns an entry. Times are on the tokio clock;
 //! wall-clock time exists only on disk and is converted at the edges.
 //!
+//! Ids are held inline ([`Key`]), not as one heap string per index.
+//!
 //! Invariant: an id is in `ready` exactly when its slot exists and is not
 //! in flight, under the same key `(slot.due, id)`; every claim ends in
 //! exactly one give-back (reschedule, release, complete, dead letter, or
@@ -16,6 +18,33 @@ use tokio::time::Instant;
 
 use super::{Spool, SpoolError, fsio};
 
+/// Longest id the index holds inline: spool ids are 26-character ULIDs.
+const KEY_LEN: usize = 26;
+
+/// An id as the index holds it: inline, no heap string per index entry.
+/// Shorter ids are padded with NULs, which sort first, so keys order as
+/// their ids do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key([u8; KEY_LEN]);
+
+impl Key {
+    /// `None` for an id that cannot be an entry's (too long, or with a NUL).
+    fn of(id: &str) -> Option<Key> {
+        let bytes = id.as_bytes();
+        if bytes.len() > KEY_LEN || bytes.contains(&0) {
+            return None;
+        }
+        let mut key = [0; KEY_LEN];
+        key[..bytes.len()].copy_from_slice(bytes);
+        Some(Key(key))
+    }
+
+    fn id(&self) -> String {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(KEY_LEN);
+        String::from_utf8_lossy(&self.0[..len]).into_owned()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     due: Instant,
@@ -25,31 +54,33 @@ struct Slot {
 
 #[derive(Debug, Default)]
 pub(super) struct Schedule {
-    slots: HashMap<String, Slot>,
-    ready: BTreeSet<(Instant, String)>,
-    received: BTreeSet<(SystemTime, String)>,
+    slots: HashMap<Key, Slot>,
+    ready: BTreeSet<(Instant, Key)>,
 }
 
 impl Schedule {
     /// Adds (or replaces) an entry, not in flight.
     pub(super) fn insert(&mut self, id: &str, due: Instant, received: SystemTime) {
+        let Some(key) = Key::of(id) else {
+            tracing::error!(id = %id, "not a spool id; not scheduled");
+            return;
+        };
         self.remove(id);
         self.slots.insert(
-            id.to_string(),
+            key,
             Slot {
                 due,
                 received,
                 in_flight: false,
             },
         );
-        self.ready.insert((due, id.to_string()));
-        self.received.insert((received, id.to_string()));
+        self.ready.insert((due, key));
     }
 
     pub(super) fn remove(&mut self, id: &str) {
-        if let Some(s) = self.slots.remove(id) {
-            self.ready.remove(&(s.due, id.to_string()));
-            self.received.remove(&(s.received, id.to_string()));
+        let Some(key) = Key::of(id) else { return };
+        if let Some(s) = self.slots.remove(&key) {
+            self.ready.remove(&(s.due, key));
         }
     }
 
@@ -61,23 +92,24 @@ impl Schedule {
                 Some((due, _)) if *due <= now => {}
                 _ => break,
             }
-            let (_, id) = self.ready.pop_first().expect("checked");
-            if let Some(s) = self.slots.get_mut(&id) {
+            let (_, key) = self.ready.pop_first().expect("checked");
+            if let Some(s) = self.slots.get_mut(&key) {
                 s.in_flight = true;
             }
-            out.push(id);
+            out.push(key.id());
         }
         out
     }
 
     /// Marks one queued entry in flight.
     fn take(&mut self, id: &str) -> Result<(), SpoolError> {
-        match self.slots.get_mut(id) {
+        let key = Key::of(id);
+        match key.and_then(|k| self.slots.get_mut(&k).map(|s| (k, s))) {
             None => Err(SpoolError::NotFound(id.to_string())),
-            Some(s) if s.in_flight => Err(SpoolError::InFlight(id.to_string())),
-            Some(s) => {
+            Some((_, s)) if s.in_flight => Err(SpoolError::InFlight(id.to_string())),
+            Some((key, s)) => {
                 s.in_flight = true;
-                self.ready.remove(&(s.due, id.to_string()));
+                self.ready.remove(&(s.due, key));
                 Ok(())
             }
         }
@@ -85,28 +117,31 @@ impl Schedule {
 
     /// A new slot, in flight from the start; false when the id is known.
     fn reserve(&mut self, id: &str, due: Instant, received: SystemTime) -> bool {
-        if self.slots.contains_key(id) {
+        let Some(key) = Key::of(id) else {
+            return false;
+        };
+        if self.slots.contains_key(&key) {
             return false;
         }
         self.slots.insert(
-            id.to_string(),
+            key,
             Slot {
                 due,
                 received,
                 in_flight: true,
             },
         );
-        self.received.insert((received, id.to_string()));
         true
     }
 
     /// An in-flight entry back in the index, due at `due`.
     fn put_back(&mut self, id: &str, due: Instant) {
-        if let Some(s) = self.slots.get_mut(id) {
-            self.ready.remove(&(s.due, id.to_string()));
+        let Some(key) = Key::of(id) else { return };
+        if let Some(s) = self.slots.get_mut(&key) {
+            self.ready.remove(&(s.due, key));
             s.due = due;
             s.in_flight = false;
-            self.ready.insert((due, id.to_string()));
+            self.ready.insert((due, key));
         }
     }
 
@@ -114,8 +149,12 @@ impl Schedule {
         self.ready.first().map(|(due, _)| *due)
     }
 
+    /// Entries and the oldest receive time: a walk over every slot, for
+    /// the metrics scrape (an ordered index by receive time would cost
+    /// every entry memory and every commit an insertion).
     pub(super) fn depth(&self) -> (usize, Option<SystemTime>) {
-        (self.slots.len(), self.received.first().map(|(t, _)| *t))
+        let oldest = self.slots.values().map(|s| s.received).min();
+        (self.slots.len(), oldest)
     }
 }
 
@@ -235,3 +274,32 @@ impl Spool {
 #[cfg(test)]
 #[path = "schedule_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_as_their_ids_and_give_them_back() {
+        let ids = ["", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "A", "AB", "B"];
+        for pair in ids.windows(2) {
+            let (a, b) = (Key::of(pair[0]).unwrap(), Key::of(pair[1]).unwrap());
+            assert!(a < b, "{pair:?}");
+        }
+        for id in ids {
+            assert_eq!(Key::of(id).unwrap().id(), id);
+        }
+    }
+
+    #[test]
+    fn an_id_no_entry_can_have_is_never_taken_for_another() {
+        let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        let mut s = Schedule::default();
+        s.insert(id, Instant::now(), SystemTime::now());
+        for other in [format!("{id}X"), format!("{id}\0"), "A\0".to_string()] {
+            assert!(Key::of(&other).is_none(), "{other:?}");
+            assert!(matches!(s.take(&other), Err(SpoolError::NotFound(_))));
+        }
+        assert!(s.take(id).is_ok());
+    }
+}

@@ -3,7 +3,10 @@
 //!
 //! Invariant: every path is built from a claim's id or a validated file
 //! name (a ULID), never from a record's content; records are written
-//! through a fresh temp file in `tmp/` and renamed into place.
+//! through a fresh temp file in `tmp/` and renamed into place. A removal or
+//! move returns `Ok` only after a sync of each directory it changed that
+//! started after the change (shared with concurrent commits, completions
+//! and moves: [`group`](super::group)).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -89,7 +92,7 @@ impl Spool {
         self.forget(claim);
         fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))?;
         fsio::remove_if_exists(&self.queue.join(format!("{id}.eml")))?;
-        fsio::sync_dir(&self.queue)?;
+        self.queue_sync.covered(&self.queue)?;
         Ok(())
     }
 
@@ -97,15 +100,23 @@ impl Spool {
     /// On `Err` the entry stays queued, due again after a pause.
     pub fn dead_letter(&self, claim: Claim, meta: &Meta) -> Result<(), SpoolError> {
         let id = claim.id().to_string();
+        // Each step durable before the next (record, message, queue
+        // removal), each directory sync shared with concurrent moves.
         let moved = (|| -> Result<(), SpoolError> {
-            self.write_record(&self.failed, &id, meta)?;
+            let mut failed = meta.clone();
+            failed.id = id.clone();
+            failed.version = entry::META_VERSION;
+            let record = self.failed.join(format!("{id}.json"));
+            fsio::write_renamed_via(&self.tmp, &record, &entry::encode(&failed))
+                .map_err(SpoolError::from_io)?;
+            self.failed_sync.covered(&self.failed)?;
             let eml = self.queue.join(format!("{id}.eml"));
             if fsio::is_file(&eml) {
                 std::fs::rename(&eml, self.failed.join(format!("{id}.eml")))?;
+                self.failed_sync.covered(&self.failed)?;
             }
-            fsio::sync_dir(&self.failed)?;
             fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))?;
-            fsio::sync_dir(&self.queue)?;
+            self.queue_sync.covered(&self.queue)?;
             Ok(())
         })();
         match moved {
@@ -136,7 +147,119 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::thread;
+
+    use super::super::group::GroupSync;
     use super::*;
+    use crate::message::Envelope;
+
+    /// Once armed, the next `queue/` sync tells `started` and waits for
+    /// `release`; syncs after it fail with EIO when `then_fail`.
+    type Gate = Arc<Mutex<Option<(mpsc::Receiver<()>, mpsc::Sender<()>)>>>;
+
+    /// A spool holding `n` committed messages, all claimed, whose `queue/`
+    /// syncs pass `gate` once it is armed.
+    async fn claimed(dir: &Path, n: usize, then_fail: bool) -> (Arc<Spool>, Vec<Claim>, Gate) {
+        let (mut spool, _) = Spool::open(dir, 0).unwrap();
+        let gate: Gate = Arc::default();
+        let armed = Arc::new(Mutex::new(false));
+        let (gate2, armed2) = (gate.clone(), armed.clone());
+        spool.queue_sync = GroupSync::new(Box::new(move |queue| {
+            if let Some((release, started)) = gate2.lock().unwrap().take() {
+                *armed2.lock().unwrap() = true;
+                started.send(()).unwrap();
+                release.recv().unwrap();
+            } else if then_fail && *armed2.lock().unwrap() {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            fsio::sync_dir(queue)
+        }));
+        let spool = Arc::new(spool);
+        for i in 0..n {
+            let mut inc = spool.receive().await.unwrap();
+            inc.write(format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes())
+                .await
+                .unwrap();
+            let env = Envelope {
+                mail_from: "a@example.com".into(),
+                rcpt_to: vec!["b@example.org".into()],
+            };
+            inc.commit(&spool, env).await.unwrap();
+        }
+        let claims = spool.claim_due(Instant::now(), n);
+        assert_eq!(claims.len(), n);
+        (spool, claims, gate)
+    }
+
+    /// Completes the first claim (its sync held at the gate), then the
+    /// others while that sync runs; returns every result, first one first.
+    fn complete_all(
+        spool: &Arc<Spool>,
+        mut claims: Vec<Claim>,
+        gate: &Gate,
+    ) -> Vec<Result<(), SpoolError>> {
+        let (release, wait) = mpsc::channel();
+        let (tell, started) = mpsc::channel();
+        *gate.lock().unwrap() = Some((wait, tell));
+        let rest = claims.split_off(1);
+        let s = spool.clone();
+        let first_claim = claims.pop().unwrap();
+        let first = thread::spawn(move || s.complete(first_claim));
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        let n = rest.len();
+        let followers: Vec<_> = rest
+            .into_iter()
+            .map(|c| {
+                let s = spool.clone();
+                thread::spawn(move || s.complete(c))
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while spool.queue_sync.gathering() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "followers never gathered"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        release.send(()).unwrap();
+        std::iter::once(first)
+            .chain(followers)
+            .map(|h| h.join().unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_completions_share_directory_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, claims, gate) = claimed(dir.path(), 8, false).await;
+        let before = spool.queue_sync.syncs();
+        let results = tokio::task::block_in_place(|| complete_all(&spool, claims, &gate));
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            spool.queue_sync.syncs() - before,
+            2,
+            "8 completions, 2 directory syncs"
+        );
+        assert_eq!(std::fs::read_dir(&spool.queue).unwrap().count(), 0);
+        assert_eq!(spool.depth().0, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_shared_sync_fails_every_completion_it_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, claims, gate) = claimed(dir.path(), 6, true).await;
+        let results = tokio::task::block_in_place(|| complete_all(&spool, claims, &gate));
+        assert!(results[0].is_ok(), "the first sync succeeded");
+        assert_eq!(results.len(), 6);
+        for r in &results[1..] {
+            match r {
+                Err(SpoolError::Io(e)) => assert_eq!(e.raw_os_error(), Some(5)),
+                other => panic!("a completion covered by a failed sync answered {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn only_a_ulid_is_an_entry_id() {

@@ -10,6 +10,7 @@
 //! block (the lines before the first empty one), the rest is still read to
 //! its end but no longer emitted, and the [`Verdict`] says why.
 
+use super::scan;
 use super::shape::Shape;
 
 /// Where the decoder stands inside the current line.
@@ -82,16 +83,30 @@ impl DataFramer {
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> DataStatus {
         let mut i = 0;
         while i < input.len() {
-            if self.state == State::Text {
-                // Fast path: copy up to the next CR or LF.
-                let run = input[i..]
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(input.len() - i);
-                self.emit(&input[i..i + run], out);
-                i += run;
-                if i == input.len() {
-                    break;
+            // Fast path: inside a line, or at the start of one that does not
+            // begin with `.`, CR or LF (the state machine would copy that
+            // byte and go on as text): copy up to the next CR or LF, and
+            // through it when it is a CRLF within this input.
+            let plain = |b: u8| b != b'.' && b != b'\r' && b != b'\n';
+            if self.state == State::Text || (self.state == State::LineStart && plain(input[i])) {
+                let rest = &input[i..];
+                match scan::find2(rest, b'\r', b'\n') {
+                    Some(p) if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') => {
+                        self.emit(&rest[..p + 2], out);
+                        self.state = State::LineStart;
+                        i += p + 2;
+                        continue;
+                    }
+                    Some(p) => {
+                        self.emit(&rest[..p], out);
+                        self.state = State::Text;
+                        i += p;
+                    }
+                    None => {
+                        self.emit(rest, out);
+                        self.state = State::Text;
+                        break;
+                    }
                 }
             }
             let b = input[i];

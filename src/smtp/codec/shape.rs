@@ -36,7 +36,7 @@ impl Shape {
                 bytes = rest;
                 continue;
             }
-            match bytes.iter().position(|&b| b == b'\n') {
+            match super::scan::find2(bytes, b'\n', b'\n') {
                 None => {
                     self.len = self.len.saturating_add(bytes.len());
                     return;

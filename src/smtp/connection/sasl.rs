@@ -145,9 +145,10 @@ where
             if self.flush().await.is_err() {
                 return Err(Exchange::Stop(Stop::Gone));
             }
+            self.readbuf.clear();
             let read = tokio::time::timeout_at(
                 deadline.min(self.ends),
-                self.stream.read(&mut self.readbuf),
+                self.stream.read_buf(&mut self.readbuf),
             )
             .await;
             match read {
