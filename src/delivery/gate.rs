@@ -138,6 +138,7 @@ impl Gate {
         };
     }
 
+    /// Open: every message may go (looks without changing anything).
     pub fn is_open(&self) -> bool {
         *self.state.lock().expect("gate lock") == State::Open
     }

@@ -49,6 +49,11 @@ use ratelimit::Pacer;
 /// Longest the scheduler sleeps without looking at the spool again.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
+/// How long due messages are collected before a batch is claimed, so that
+/// mail arriving message by message still leaves in few calls (the
+/// contract allows at most 50 ms). No linger once a backlog fills batches.
+pub const LINGER: Duration = Duration::from_millis(25);
+
 /// The `[delivery]` settings the engine runs with.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -139,11 +144,34 @@ impl Engine {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let freed = Arc::new(Notify::new());
         let batching = self.batch_limits();
+        // While set, due messages are being collected for one batch.
+        let mut linger_until: Option<Instant> = None;
+        // The last claim filled a whole batch: a backlog, no need to wait.
+        let mut backlog = false;
         while !shutdown.is_cancelled() {
             let now = Instant::now();
             let free = permits.available_permits();
             let mut paused_until = None;
-            if free > 0 {
+            let lingering = match linger_until {
+                Some(t) if now < t => true,
+                Some(_) => {
+                    linger_until = None;
+                    false
+                }
+                None if batching.is_some()
+                    && !backlog
+                    && free > 0
+                    && self.gate.is_open()
+                    && self.spool.next_due().is_some_and(|due| due <= now) =>
+                {
+                    linger_until = Some(now + LINGER);
+                    true
+                }
+                None => false,
+            };
+            if lingering {
+                paused_until = linger_until;
+            } else if free > 0 {
                 let (max, probe) = match self.gate.admit(now) {
                     Admit::All => (free, false),
                     Admit::Probe => (1, true),
@@ -163,6 +191,7 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
+                backlog = per_worker > 1 && claims.len() >= per_worker;
                 if probe && claims.is_empty() {
                     self.gate.probe_unused(now);
                 }

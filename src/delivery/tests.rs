@@ -585,3 +585,25 @@ async fn a_split_message_never_straddles_two_batch_calls() {
         "the third message's parts, one by one"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn messages_arriving_one_by_one_within_the_linger_leave_in_one_batch() {
+    let api = batching(500, |_| ok());
+    let rig = Rig::start(api, 8, Duration::from_secs(3600));
+    for i in 0..5 {
+        rig.queue_to(vec![format!("r{i}@example.org")], MSG).await;
+    }
+    assert!(rig.until(200 * SECOND, |r| r.queue_len() == 0).await);
+    assert_eq!(rig.api.count(), 0, "no message went to /email on its own");
+    assert_eq!(rig.api.batch_sizes(), vec![5]);
+    // A lone message still goes to /email, once the linger is over.
+    let started = Instant::now();
+    rig.queue_to(vec!["lone@example.org".into()], MSG).await;
+    assert!(rig.until(200 * SECOND, |r| r.api.count() == 1).await);
+    let waited = rig.api.times()[0] - started;
+    assert!(
+        waited <= super::LINGER + Duration::from_millis(10),
+        "{waited:?}"
+    );
+    assert_eq!(rig.api.batch_sizes(), vec![5]);
+}

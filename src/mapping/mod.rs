@@ -64,23 +64,59 @@ impl MappingError {
 }
 
 /// The JSON fields every call of one message shares (bodies, attachments,
-/// sender, ...): built and measured once per message, never cloned per call.
+/// sender, ...): built once per message, never cloned per call. Its encoded
+/// length is bounded cheaply at once and measured exactly only when asked
+/// (a size check near the limit, batch packing), at most once.
 #[derive(Debug, PartialEq)]
 pub struct SharedBody {
     fields: Map<String, Value>,
-    encoded_len: usize,
+    /// Never below the encoded length: each string byte counted as the
+    /// longest escape (`\u00XX`).
+    bound: usize,
+    exact: std::sync::OnceLock<usize>,
 }
 
 impl SharedBody {
     pub fn new(fields: Map<String, Value>) -> Arc<SharedBody> {
-        let mut counter = ByteCounter(0);
-        // Writing a map of JSON values into a counter cannot fail.
-        let _ = serde_json::to_writer(&mut counter, &fields);
+        let bound = object_bound(&fields);
         Arc::new(SharedBody {
             fields,
-            encoded_len: counter.0,
+            bound,
+            exact: std::sync::OnceLock::new(),
         })
     }
+
+    fn encoded_len(&self) -> usize {
+        *self.exact.get_or_init(|| {
+            let mut counter = ByteCounter(0);
+            // Writing a map of JSON values into a counter cannot fail.
+            let _ = serde_json::to_writer(&mut counter, &self.fields);
+            counter.0
+        })
+    }
+}
+
+/// An upper bound of `value`'s length as serde_json writes it, without
+/// writing it: one step per value, not per byte.
+fn value_bound(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 32,
+        Value::String(s) => string_bound(s),
+        Value::Array(items) => 2 + items.iter().map(|v| value_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => object_bound(map),
+    }
+}
+
+fn string_bound(s: &str) -> usize {
+    2 + 6 * s.len()
+}
+
+fn object_bound(map: &Map<String, Value>) -> usize {
+    2 + map
+        .iter()
+        .map(|(k, v)| string_bound(k) + 1 + value_bound(v) + 1)
+        .sum::<usize>()
 }
 
 /// One API call: the envelope recipients it delivers to, and its JSON body
@@ -117,9 +153,19 @@ impl ApiCall {
         Value::Object(body)
     }
 
-    /// The request body's length as `serde_json::to_vec` writes it,
-    /// computed from the shared part's length measured once.
+    /// The request body's length as `serde_json::to_vec` writes it; the
+    /// shared part is measured once per message, on first use.
     pub fn encoded_len(&self) -> usize {
+        self.len_with(self.shared.encoded_len())
+    }
+
+    /// Never below [`encoded_len`](Self::encoded_len), and far cheaper: a
+    /// size check needs the exact length only when this crosses the limit.
+    pub fn encoded_len_bound(&self) -> usize {
+        self.len_with(self.shared.bound)
+    }
+
+    fn len_with(&self, shared_len: usize) -> usize {
         let own: usize = self
             .own
             .iter()
@@ -133,9 +179,9 @@ impl ApiCall {
         // "{" + entries joined by "," + "}", the shared part already counted
         // with its braces and inner commas.
         match (self.shared.fields.len(), self.own.len()) {
-            (_, 0) => self.shared.encoded_len,
+            (_, 0) => shared_len,
             (0, k) => 2 + own + (k - 1),
-            (_, k) => self.shared.encoded_len + own + k,
+            (_, k) => shared_len + own + k,
         }
     }
 }
@@ -232,6 +278,7 @@ pub fn quote_display_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_call_serializes_as_its_whole_body_and_knows_its_length() {
@@ -263,6 +310,33 @@ mod tests {
             let bytes = serde_json::to_vec(call).unwrap();
             assert_eq!(bytes, serde_json::to_vec(&call.body()).unwrap());
             assert_eq!(call.encoded_len(), bytes.len());
+        }
+    }
+
+    #[test]
+    fn the_cheap_bound_is_never_below_the_encoded_length() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(-9_223_372_036_854_775_808i64),
+            json!(1.7976931348623157e308),
+            json!(u64::MAX),
+            json!(""),
+            json!("\u{0}\u{1f}\u{7f}\"\\/\n"),
+            json!("h\u{e9}llo \u{1F600}"),
+            json!([[], {}, [null, [1, "x"]], {"a": {"b": []}}]),
+            json!({"\u{1}k\"": ["\u{1}", 2.5, false], "": {}}),
+        ];
+        for value in values {
+            let fields = Map::from_iter([("V".to_string(), value.clone())]);
+            let shared = SharedBody::new(fields);
+            let call = ApiCall::new(vec![], shared, Map::new());
+            assert!(
+                call.encoded_len_bound() >= call.encoded_len(),
+                "{value}: bound {} below {}",
+                call.encoded_len_bound(),
+                call.encoded_len()
+            );
         }
     }
 
