@@ -26,7 +26,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use support::api_mock::{Answer, ApiMock, Received, postmark_error};
-use support::{Relay, Setup, tempdir};
+use support::{Relay, Setup, ok_body, subjects, tempdir};
 
 const TOKEN: &str = "pm-server-token-1234";
 
@@ -37,44 +37,6 @@ fn config(api: &str, extra: &str) -> Setup {
          [postmark]\nserver_token = \"{TOKEN}\"\napi_url = \"{api}\"\n\
          [delivery]\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\n{extra}"
     ))
-}
-
-/// The messages one request carries: `/email` one object, `/email/batch` an array.
-fn messages(body: &Value) -> Vec<Value> {
-    match body {
-        Value::Array(all) => all.clone(),
-        one => vec![one.clone()],
-    }
-}
-
-fn subjects(body: &Value) -> Vec<String> {
-    messages(body)
-        .iter()
-        .map(|m| m["Subject"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-/// Postmark's success for each message of the request, in the shape of
-/// its path: one object for `/email`, an array of them for `/email/batch`.
-fn ok_body(path: &str, body: &Value) -> Value {
-    let results: Vec<Value> = messages(body)
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            json!({
-                "ErrorCode": 0,
-                "Message": "OK",
-                "MessageID": format!("b7bc2f4a-e38e-4336-af7d-{i:012}"),
-                "To": m["To"],
-                "SubmittedAt": "2026-03-01T10:00:00.1234567-05:00"
-            })
-        })
-        .collect();
-    if path.ends_with("/batch") {
-        Value::Array(results)
-    } else {
-        results.into_iter().next().unwrap_or(Value::Null)
-    }
 }
 
 /// A scripted Postmark that records which subjects it accepted.

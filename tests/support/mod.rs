@@ -13,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_postrelay");
 
 /// A running daemon.
@@ -418,4 +420,45 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+// Postmark calls, whether `/email` (one message) or `/email/batch` (an
+// array): what they carry and the success answer for each element.
+
+/// The messages one request carries: `/email` one object, `/email/batch` an array.
+pub fn messages(body: &Value) -> Vec<Value> {
+    match body {
+        Value::Array(all) => all.clone(),
+        one => vec![one.clone()],
+    }
+}
+
+pub fn subjects(body: &Value) -> Vec<String> {
+    messages(body)
+        .iter()
+        .map(|m| m["Subject"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Postmark's success for each message of the request, in the shape of
+/// its path: one object for `/email`, an array of them for `/email/batch`.
+pub fn ok_body(path: &str, body: &Value) -> Value {
+    let results: Vec<Value> = messages(body)
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({
+                "ErrorCode": 0,
+                "Message": "OK",
+                "MessageID": format!("b7bc2f4a-e38e-4336-af7d-{i:012}"),
+                "To": m["To"],
+                "SubmittedAt": "2026-03-01T10:00:00.1234567-05:00"
+            })
+        })
+        .collect();
+    if path.ends_with("/batch") {
+        Value::Array(results)
+    } else {
+        results.into_iter().next().unwrap_or(Value::Null)
+    }
 }
