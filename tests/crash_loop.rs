@@ -9,75 +9,23 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use support::api_mock::{Answer, ApiMock};
-use support::{Relay, Setup, ok_body, subjects, tempdir};
+use support::{Lenient, Relay, Setup, ok_body, subjects, tempdir};
 
 const KILLS: usize = 20;
 const CLIENTS: usize = 3;
-
-/// One SMTP session that reports failures instead of panicking: the
-/// daemon dies under it at any byte.
-struct Session {
-    reader: BufReader<TcpStream>,
-    out: TcpStream,
-}
-
-impl Session {
-    fn open(addr: SocketAddr) -> std::io::Result<Session> {
-        let out = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        out.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut s = Session {
-            reader: BufReader::new(out.try_clone()?),
-            out,
-        };
-        s.expect("", "220")?;
-        s.expect("EHLO load.example\r\n", "250")?;
-        Ok(s)
-    }
-
-    /// Sends `line` (may be empty) and reads one whole reply; an error
-    /// unless it starts with `code`.
-    fn expect(&mut self, line: &str, code: &str) -> std::io::Result<String> {
-        self.out.write_all(line.as_bytes())?;
-        let mut reply = String::new();
-        loop {
-            let mut l = String::new();
-            if self.reader.read_line(&mut l)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            reply.push_str(&l);
-            if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                break;
-            }
-        }
-        if reply.starts_with(code) {
-            Ok(reply)
-        } else {
-            Err(std::io::Error::other(reply))
-        }
-    }
-
-    fn send(&mut self, subject: &str) -> std::io::Result<()> {
-        self.expect("MAIL FROM:<load@example.com>\r\n", "250")?;
-        self.expect("RCPT TO:<rcpt@example.org>\r\n", "250")?;
-        self.expect("DATA\r\n", "354")?;
-        let body = format!("{}.\r\n", support::simple_message(subject));
-        self.expect(&body, "250 2.0.0").map(|_| ())
-    }
-}
 
 /// Sends until `stop`, to whichever daemon `addr` names; returns the
 /// subjects that got `250`.
 fn load(client: usize, addr: &Mutex<Option<SocketAddr>>, stop: &AtomicBool) -> Vec<String> {
     let mut acked = Vec::new();
-    let mut session: Option<Session> = None;
+    let mut session: Option<Lenient> = None;
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         let Some(target) = *addr.lock().unwrap() else {
@@ -87,7 +35,7 @@ fn load(client: usize, addr: &Mutex<Option<SocketAddr>>, stop: &AtomicBool) -> V
         let s = match session
             .take()
             .map(Ok)
-            .unwrap_or_else(|| Session::open(target))
+            .unwrap_or_else(|| Lenient::open(target))
         {
             Ok(s) => session.insert(s),
             Err(_) => {

@@ -462,3 +462,54 @@ pub fn ok_body(path: &str, body: &Value) -> Value {
         results.into_iter().next().unwrap_or(Value::Null)
     }
 }
+
+/// An SMTP session that reports failures instead of panicking: for loads
+/// under which the daemon may die, refuse or cut a session at any byte.
+pub struct Lenient {
+    reader: BufReader<TcpStream>,
+    out: TcpStream,
+}
+
+impl Lenient {
+    pub fn open(addr: SocketAddr) -> std::io::Result<Lenient> {
+        let out = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        out.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut s = Lenient {
+            reader: BufReader::new(out.try_clone()?),
+            out,
+        };
+        s.expect("", "220")?;
+        s.expect("EHLO load.example\r\n", "250")?;
+        Ok(s)
+    }
+
+    /// Sends `line` (may be empty) and reads one whole reply; an error
+    /// unless it starts with `code`.
+    pub fn expect(&mut self, line: &str, code: &str) -> std::io::Result<String> {
+        self.out.write_all(line.as_bytes())?;
+        let mut reply = String::new();
+        loop {
+            let mut l = String::new();
+            if self.reader.read_line(&mut l)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            reply.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                break;
+            }
+        }
+        if reply.starts_with(code) {
+            Ok(reply)
+        } else {
+            Err(std::io::Error::other(reply))
+        }
+    }
+
+    pub fn send(&mut self, subject: &str) -> std::io::Result<()> {
+        self.expect("MAIL FROM:<load@example.com>\r\n", "250")?;
+        self.expect("RCPT TO:<rcpt@example.org>\r\n", "250")?;
+        self.expect("DATA\r\n", "354")?;
+        let body = format!("{}.\r\n", simple_message(subject));
+        self.expect(&body, "250 2.0.0").map(|_| ())
+    }
+}
