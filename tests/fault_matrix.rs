@@ -233,7 +233,10 @@ fn a_call_hanging_past_the_client_timeout_is_retried_and_may_duplicate() {
 /// later ones like Postmark (both `/email` and `/email/batch`). Returns the
 /// address and the subjects of every request it read, with whether it
 /// answered.
-fn closing_api(drops: usize) -> (SocketAddr, Arc<Mutex<Vec<(Vec<String>, bool)>>>) {
+/// What a raw API read: each request's subjects, and whether it answered.
+type Seen = Arc<Mutex<Vec<(Vec<String>, bool)>>>;
+
+fn closing_api(drops: usize) -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
