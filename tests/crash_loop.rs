@@ -79,7 +79,7 @@ fn twenty_kill_9s_under_load_lose_no_acknowledged_message_and_break_no_entry() {
     });
     let dir = tempdir();
     let setup = Setup::toml(&format!(
-        "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"{}\"\n\
+        "backend = \"postmark\"\n[postmark]\nserver_token = \"crash-loop-token\"\napi_url = \"{}\"\n\
          [delivery]\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\nrate_limit = 0\n",
         api.url()
     ));
