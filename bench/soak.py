@@ -174,6 +174,7 @@ def main():
             print("  %d kills, %d acknowledged so far" % (k + 1, len(acked)), flush=True)
     time.sleep(0.5)
     stop.set()
+    print("  load stopped; draining the queue", flush=True)
     for t in loaders:
         t.join()
 
@@ -188,9 +189,10 @@ def main():
     deadline = time.time() + 300
     queue = os.path.join(tmp, "spool", "queue")
     while time.time() < deadline:
-        if not [n for n in os.listdir(queue) if n.endswith(".json")] and \
-                all(s in accepted() for s in acked):
-            break
+        if not [n for n in os.listdir(queue) if n.endswith(".json")]:
+            got = accepted()
+            if all(s in got for s in acked):
+                break
         time.sleep(0.2)
     daemon.terminate()
     daemon.wait()
