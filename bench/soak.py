@@ -27,7 +27,8 @@ daemon runs until the queue is empty, and the script prints:
                             before it)
     unexplained             neither
 
-Exit status 1 when a message was lost, a duplicate is unexplained, or an
+DRAIN (default 1800) bounds the wait for the queue to empty. Exit status
+1 when a message was lost or still queued, a duplicate is unexplained, or an
 entry ended broken/parked. Builds nothing: `cargo build --release` first.
 """
 
@@ -52,6 +53,7 @@ KILL_MAX = int(os.environ.get("KILL_MAX", "900"))
 API_DELAY = float(os.environ.get("API_DELAY", "20")) / 1000
 WINDOW = float(os.environ.get("WINDOW", "500")) / 1000
 SMTP_PORT = int(os.environ.get("PORT", "12601"))
+DRAIN = float(os.environ.get("DRAIN", "1800"))
 
 LOCK = threading.Lock()
 CALLS = []  # (subjects, t_arrived, t_answered or None)
@@ -186,7 +188,7 @@ def main():
                     counts[s] = counts.get(s, 0) + 1
         return counts
 
-    deadline = time.time() + 300
+    deadline = time.time() + DRAIN
     queue = os.path.join(tmp, "spool", "queue")
     while time.time() < deadline:
         if not [n for n in os.listdir(queue) if n.endswith(".json")]:
@@ -200,7 +202,10 @@ def main():
     elapsed = time.time() - started
 
     counts = accepted()
-    lost = sorted(s for s in acked if s not in counts)
+    # Still queued when the drain deadline passed: late, not lost.
+    queued = sorted(s for s in acked if s not in counts
+                    and os.path.exists(os.path.join(queue, acked[s] + ".json")))
+    lost = sorted(s for s in acked if s not in counts and s not in set(queued))
     dups = sorted(s for s, n in counts.items() if n > 1)
     text = open(log_path, errors="replace").read()
     may_dup = set(re.findall(r"may duplicate.*?id=(\w+)|id=(\w+).*?may duplicate", text))
@@ -232,6 +237,7 @@ def main():
     print("acknowledged               %d" % len(acked))
     print("accepted by the API        %d (calls: %d)" % (len(counts), len(CALLS)))
     print("lost                       %d %s" % (len(lost), lost[:10]))
+    print("still queued (DRAIN=%ds)   %d" % (DRAIN, len(queued)))
     print("duplicates                 %d" % len(dups))
     print("  explained (marker)       %d" % len(by_marker))
     print("  explained (in flight)    %d" % len(in_flight))
