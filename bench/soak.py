@@ -205,7 +205,8 @@ def main():
     # Still queued when the drain deadline passed: late, not lost.
     queued = sorted(s for s in acked if s not in counts
                     and os.path.exists(os.path.join(queue, acked[s] + ".json")))
-    lost = sorted(s for s in acked if s not in counts and s not in set(queued))
+    late = set(queued)
+    lost = sorted(s for s in acked if s not in counts and s not in late)
     dups = sorted(s for s, n in counts.items() if n > 1)
     text = open(log_path, errors="replace").read()
     may_dup = set(re.findall(r"may duplicate.*?id=(\w+)|id=(\w+).*?may duplicate", text))
