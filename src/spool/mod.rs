@@ -7,6 +7,7 @@
 //! queue/          <id>.eml + <id>.json: accepted, waiting for delivery
 //! failed/         dead letters, with the reason in <id>.json
 //! dry-run/        what the dry-run backend would have sent
+//! inflight/       markers of API calls under way (see [`InFlight`])
 //! ```
 //!
 //! Invariants: [`Incoming::commit`] returns only after the message and its
@@ -28,6 +29,7 @@ mod commit;
 mod entry;
 pub mod fsio;
 mod group;
+mod inflight;
 mod recovery;
 mod schedule;
 mod store;
@@ -36,6 +38,7 @@ mod trust;
 pub use admin::{Area, list, read};
 pub use commit::Incoming;
 pub use entry::{Credential, Failure, META_VERSION, Meta, RecipientState};
+pub use inflight::InFlight;
 pub use schedule::Claim;
 pub use store::valid_id;
 
@@ -94,6 +97,8 @@ pub struct Spool {
     queue: PathBuf,
     failed: PathBuf,
     dry_run: PathBuf,
+    /// In-flight markers of API calls under way (see [`InFlight`]).
+    inflight: PathBuf,
     min_free: u64,
     schedule: Mutex<Schedule>,
     wake: Notify,
@@ -118,6 +123,9 @@ pub struct Recovery {
     pub stale_dead_letters_removed: usize,
     /// Records of a newer version: left untouched and not scheduled.
     pub parked: usize,
+    /// Queued entries an API call carried when the daemon stopped: sent
+    /// again, so they may arrive twice.
+    pub may_duplicate: usize,
 }
 
 impl Spool {
@@ -156,6 +164,7 @@ impl Spool {
             queue: root.join("queue"),
             failed: root.join("failed"),
             dry_run: root.join("dry-run"),
+            inflight: root.join("inflight"),
             min_free,
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
@@ -163,7 +172,13 @@ impl Spool {
             failed_sync: group::GroupSync::new(Box::new(fsio::sync_dir)),
             _lock: lock,
         };
-        for dir in [&spool.tmp, &spool.queue, &spool.failed, &spool.dry_run] {
+        for dir in [
+            &spool.tmp,
+            &spool.queue,
+            &spool.failed,
+            &spool.dry_run,
+            &spool.inflight,
+        ] {
             fsio::create_dir(dir)?;
             trust::check(dir, Kind::Dir)?;
         }

@@ -1,7 +1,8 @@
 //! Start-up recovery: empties `tmp/`, removes leftover temp files and
 //! messages that were never acknowledged, finishes moves a crash
 //! interrupted, sets aside unreadable entries, parks records a newer
-//! postrelay wrote, and rebuilds the schedule from `queue/`.
+//! postrelay wrote, names the entries an API call carried when the daemon
+//! stopped (they may duplicate), and rebuilds the schedule from `queue/`.
 //!
 //! Invariant: recovery only unlinks or renames names inside the spool's own
 //! (already checked) directories, never follows a symlink, and takes an
@@ -123,6 +124,7 @@ impl Spool {
             }
         }
         fsio::sync_dir(&self.queue)?;
+        r.may_duplicate = self.recover_in_flight()?;
         Ok(r)
     }
 }

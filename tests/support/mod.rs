@@ -13,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_postrelay");
 
 /// A running daemon.
@@ -418,4 +420,96 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+// Postmark calls, whether `/email` (one message) or `/email/batch` (an
+// array): what they carry and the success answer for each element.
+
+/// The messages one request carries: `/email` one object, `/email/batch` an array.
+pub fn messages(body: &Value) -> Vec<Value> {
+    match body {
+        Value::Array(all) => all.clone(),
+        one => vec![one.clone()],
+    }
+}
+
+pub fn subjects(body: &Value) -> Vec<String> {
+    messages(body)
+        .iter()
+        .map(|m| m["Subject"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Postmark's success for each message of the request, in the shape of
+/// its path: one object for `/email`, an array of them for `/email/batch`.
+pub fn ok_body(path: &str, body: &Value) -> Value {
+    let results: Vec<Value> = messages(body)
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({
+                "ErrorCode": 0,
+                "Message": "OK",
+                "MessageID": format!("b7bc2f4a-e38e-4336-af7d-{i:012}"),
+                "To": m["To"],
+                "SubmittedAt": "2026-03-01T10:00:00.1234567-05:00"
+            })
+        })
+        .collect();
+    if path.ends_with("/batch") {
+        Value::Array(results)
+    } else {
+        results.into_iter().next().unwrap_or(Value::Null)
+    }
+}
+
+/// An SMTP session that reports failures instead of panicking: for loads
+/// under which the daemon may die, refuse or cut a session at any byte.
+pub struct Lenient {
+    reader: BufReader<TcpStream>,
+    out: TcpStream,
+}
+
+impl Lenient {
+    pub fn open(addr: SocketAddr) -> std::io::Result<Lenient> {
+        let out = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        out.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut s = Lenient {
+            reader: BufReader::new(out.try_clone()?),
+            out,
+        };
+        s.expect("", "220")?;
+        s.expect("EHLO load.example\r\n", "250")?;
+        Ok(s)
+    }
+
+    /// Sends `line` (may be empty) and reads one whole reply; an error
+    /// unless it starts with `code`.
+    pub fn expect(&mut self, line: &str, code: &str) -> std::io::Result<String> {
+        self.out.write_all(line.as_bytes())?;
+        let mut reply = String::new();
+        loop {
+            let mut l = String::new();
+            if self.reader.read_line(&mut l)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            reply.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                break;
+            }
+        }
+        if reply.starts_with(code) {
+            Ok(reply)
+        } else {
+            Err(std::io::Error::other(reply))
+        }
+    }
+
+    pub fn send(&mut self, subject: &str) -> std::io::Result<()> {
+        self.expect("MAIL FROM:<load@example.com>\r\n", "250")?;
+        self.expect("RCPT TO:<rcpt@example.org>\r\n", "250")?;
+        self.expect("DATA\r\n", "354")?;
+        let body = format!("{}.\r\n", simple_message(subject));
+        self.expect(&body, "250 2.0.0").map(|_| ())
+    }
 }
