@@ -58,6 +58,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         dead_letters_completed = recovery.dead_letters_completed,
         stale_dead_letters_removed = recovery.stale_dead_letters_removed,
         parked = recovery.parked,
+        may_duplicate = recovery.may_duplicate,
         "spool recovered"
     );
     let sender = backends::build(cfg, &loaded.secrets, spool.dry_run_dir())

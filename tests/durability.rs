@@ -161,3 +161,42 @@ fn temp_files_of_a_save_killed_midway_are_removed_at_start_up() {
     assert!(relay.log().contains("temp_removed=2"), "{}", relay.log());
     assert!(!old.exists() && !new.exists());
 }
+
+#[test]
+fn a_message_whose_api_call_was_cut_by_kill_9_is_logged_as_may_duplicate_after_restart() {
+    let dir = tempdir();
+    // An API that takes the request and never answers: the call is in
+    // flight when the daemon dies.
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let toml = format!(
+        "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"http://{}\"\n",
+        api.local_addr().unwrap()
+    );
+    let id = {
+        let mut relay = Relay::start(dir.path(), &Setup::toml(&toml));
+        let mut c = relay.connect();
+        c.expect("220");
+        c.cmd("EHLO client", "250");
+        let r = c.send_mail(
+            "a@example.com",
+            &["b@example.org"],
+            &simple_message("in flight"),
+        );
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        // The daemon has connected to the API: its call is under way.
+        let (_held, _) = api.accept().unwrap();
+        relay.kill9();
+        queued_id(&r)
+    };
+    let relay = Relay::start(dir.path(), &Setup::toml(""));
+    relay.wait_for("the dry-run output", 30, || {
+        relay.files_in("dry-run", "json").len() == 1
+    });
+    let log = relay.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("may duplicate"))
+        .unwrap_or_else(|| panic!("no may-duplicate line:\n{log}"));
+    assert!(line.contains(&id), "{line}");
+    assert!(log.contains("may_duplicate=1"), "{log}");
+}

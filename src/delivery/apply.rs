@@ -1,6 +1,7 @@
 //! Acting on a [`Decision`]: the one place a decision becomes spool state,
-//! health, metrics and a mail-log line; and [`blocking`], the one helper that
-//! runs a blocking spool call off the async workers.
+//! health, metrics and a mail-log line; [`blocking`], the one helper that
+//! runs a blocking spool call off the async workers; and the in-flight
+//! marker every API call carries until its outcome is recorded.
 //!
 //! Invariant: the claim is handed back to the spool on every path (recorded,
 //! or released when recording fails), so no entry stays in flight.
@@ -13,7 +14,7 @@ use super::Engine;
 use super::decide::Decision;
 use crate::observability::maillog;
 use crate::spool::Claim;
-use crate::spool::{Failure, Meta, SpoolError};
+use crate::spool::{Failure, InFlight, Meta, SpoolError};
 
 /// Runs `work` on the blocking pool. `Err` carries the panic's text; the
 /// panic is logged here with `what`. Values moved into `work` (a claim) are
@@ -37,6 +38,22 @@ async fn spool_call(
 }
 
 impl Engine {
+    /// Marks `ids` in flight for one API call; keep the guard until their
+    /// outcome is recorded. A restart that finds the marker logs them as
+    /// "may duplicate". The marker is one small unsynced file, written
+    /// inline: it costs less than a hand-off to the blocking pool. When it
+    /// cannot be written the call goes ahead (the marker drives a log line,
+    /// not delivery).
+    pub(super) fn mark_in_flight(&self, ids: &[&str]) -> Option<InFlight> {
+        match self.spool.in_flight(ids) {
+            Ok(marker) => Some(marker),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write an in-flight marker; sending anyway");
+                None
+            }
+        }
+    }
+
     pub(super) async fn apply(&self, claim: Claim, mut meta: Meta, decision: Decision) {
         let backend = self.sender.name();
         let id = claim.id().to_string();

@@ -134,6 +134,7 @@ impl Engine {
             }
             self.probe_without_answer(probe);
         };
+        let marker = self.mark_in_flight(&[claim.id()]);
         let Some((claim, meta, attempt, answered)) =
             self.attempt(claim, meta, work, sending, shutdown).await
         else {
@@ -142,7 +143,8 @@ impl Engine {
         if !answered {
             no_answer();
         }
-        self.conclude(claim, meta, attempt).await
+        self.conclude(claim, meta, attempt).await;
+        drop(marker); // the outcome is on disk
     }
 
     /// Decides what becomes of the message after `attempt`, and records it.

@@ -193,6 +193,8 @@ impl Engine {
             m.meta.attempts += 1;
         }
         let backend = self.sender.name();
+        let ids: Vec<&str> = messages.iter().map(|m| m.claim.id()).collect();
+        let marker = self.mark_in_flight(&ids);
         let started = std::time::Instant::now();
         let outcomes = {
             let calls: Vec<&ApiCall> = messages.iter().flat_map(|m| m.calls.iter()).collect();
@@ -236,6 +238,7 @@ impl Engine {
             let attempt = stop.unwrap_or(Attempt::Answered);
             self.conclude(m.claim, m.meta, attempt).await;
         }
+        drop(marker); // every outcome is on disk
     }
 }
 
