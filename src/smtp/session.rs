@@ -90,6 +90,9 @@ pub struct Session {
     /// The transaction's `MAIL` carried `SMTPUTF8`.
     smtputf8: bool,
     rcpts: Vec<String>,
+    /// `address::key` of each of `rcpts`: a duplicate is found in constant
+    /// time, so a thousand recipients cost linear time, not quadratic.
+    rcpt_keys: std::collections::HashSet<String>,
     errors: u32,
     /// NOOP/RSET/VRFY/HELP, repeated HELO/EHLO and recipients over the cap
     /// since the last MAIL: past [`JUNK_LIMIT`] each counts as an error, so
@@ -119,6 +122,7 @@ impl Session {
             mail_from: None,
             smtputf8: false,
             rcpts: Vec::new(),
+            rcpt_keys: Default::default(),
             errors: 0,
             junk: 0,
             transactions: 0,
@@ -181,6 +185,7 @@ impl Session {
         self.mail_from = None;
         self.smtputf8 = false;
         self.rcpts.clear();
+        self.rcpt_keys.clear();
     }
 
     /// Handles one parsed (or unparseable) command line.
@@ -275,7 +280,7 @@ impl Session {
                     // next transaction. Endless ones count as junk.
                     return self.junk(reply::too_many_recipients(self.limits.max_recipients));
                 }
-                if !self.rcpts.iter().any(|r| address::same(r, addr)) {
+                if self.rcpt_keys.insert(address::key(addr)) {
                     self.rcpts.push(addr.to_string());
                 }
                 Action::Reply(reply::recipient_ok())
