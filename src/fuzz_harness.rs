@@ -21,8 +21,11 @@ pub use mapping::{mime_postmark, postal_rewrite};
 pub use records::{maildrop_reader, spool_entry};
 pub use smtp::smtp_session;
 
+/// A harness: panics when the input breaks an invariant.
+pub type Harness = fn(&[u8]);
+
 /// Every target, by name: what the replay test walks.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("smtp_session", smtp_session),
     ("mime_postmark", mime_postmark),
     ("postal_rewrite", postal_rewrite),

@@ -8,7 +8,7 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use postrelay::fuzz_harness;
+use postrelay::fuzz_harness::{self, Harness};
 
 /// The files of `fuzz/<kind>/<target>/`, sorted; none when the folder is absent.
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
@@ -29,7 +29,7 @@ fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
 
 /// Runs every corpus and regression input of `target`; fails naming each
 /// input whose harness panicked.
-fn replay(target: &str, harness: fn(&[u8])) {
+fn replay(target: &str, harness: Harness) {
     let corpus = inputs("corpus", target);
     assert!(
         !corpus.is_empty(),
@@ -56,7 +56,7 @@ fn replay(target: &str, harness: fn(&[u8])) {
 }
 
 /// The harness `TARGETS` names `target`.
-fn harness(target: &str) -> fn(&[u8]) {
+fn harness(target: &str) -> Harness {
     fuzz_harness::TARGETS
         .iter()
         .find(|(name, _)| *name == target)
