@@ -32,6 +32,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod delivery;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod maildrop;
 pub mod mapping;
 pub mod message;

@@ -106,6 +106,10 @@ pub fn decode(head: &[u8], max_recipients: usize) -> Result<(Envelope, usize), F
                 from = Some(addr.to_string());
             }
             Some(("R ", addr)) => {
+                // `encode` writes the sender line first.
+                if from.is_none() {
+                    return Err(FormatError::NoSender);
+                }
                 if !valid_address(addr) {
                     return Err(FormatError::Address(number));
                 }
@@ -198,6 +202,12 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn a_sender_line_after_a_recipient_is_refused() {
+        let bytes = b"POSTRELAY-MAILDROP 1\nR r@x\nF a@x\n\nSubject: x\r\n\r\n";
+        assert_eq!(decode(bytes, 10), Err(FormatError::NoSender));
     }
 
     #[test]

@@ -250,11 +250,19 @@ pub fn syntax(usage: &str) -> Reply {
 pub fn line_too_long() -> Reply {
     Reply::new(500, "5.5.6", "Line too long")
 }
+/// Longest part of a client's parameter a reply quotes: a reply line must
+/// stay within RFC 5321's 512 octets.
+const MAX_QUOTED_PARAM: usize = 64;
+
 pub fn bad_parameter(param: &str) -> Reply {
+    let mut shown: String = param.chars().take(MAX_QUOTED_PARAM).collect();
+    if shown.len() < param.len() {
+        shown.push_str("...");
+    }
     Reply::new(
         555,
         "5.5.4",
-        format!("Unsupported or invalid parameter {param}"),
+        format!("Unsupported or invalid parameter {shown}"),
     )
 }
 pub fn needs_smtputf8() -> Reply {
@@ -303,6 +311,19 @@ mod tests {
         assert_eq!(
             w,
             "250-relay.local greets client\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+        );
+    }
+
+    #[test]
+    fn a_long_parameter_is_quoted_cut_short_within_one_reply_line() {
+        let long = "X".repeat(4000);
+        let w = wire(&bad_parameter(&long));
+        assert!(w.len() <= 512, "{} octets", w.len());
+        assert!(w.starts_with("555 5.5.4 Unsupported or invalid parameter XXX"));
+        assert!(w.ends_with("X...\r\n"));
+        assert_eq!(
+            wire(&bad_parameter("FOO=1")),
+            "555 5.5.4 Unsupported or invalid parameter FOO=1\r\n"
         );
     }
 }

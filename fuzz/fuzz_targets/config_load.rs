@@ -1,0 +1,5 @@
+//! Fuzz target `config_load`: the harness `postrelay::fuzz_harness::config_load`, which
+//! the corpus replay test (`tests/fuzz_corpus.rs`) runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| postrelay::fuzz_harness::config_load(data));

@@ -1,0 +1,5 @@
+//! Fuzz target `maildrop_reader`: the harness `postrelay::fuzz_harness::maildrop_reader`, which
+//! the corpus replay test (`tests/fuzz_corpus.rs`) runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| postrelay::fuzz_harness::maildrop_reader(data));
