@@ -3,8 +3,9 @@
 //! spool is full SMTP answers `452`/`451` for what it cannot store and never
 //! `250` for a message that is not whole on disk; a drop file the daemon
 //! cannot import stays in the maildrop; `sendmail` into a full maildrop
-//! fails with a temporary error and leaves no partial file. When space
-//! returns, everything acknowledged is delivered.
+//! fails with a temporary error and leaves no partial file; a dead letter
+//! the full disk cannot record stays queued, whole. When space returns,
+//! everything acknowledged is delivered or dead-lettered.
 
 mod support;
 
@@ -220,5 +221,81 @@ fn a_full_spool_answers_452_never_250_and_delivers_everything_acknowledged_when_
     relay.wait_delivered(&id);
     drop(relay);
     drop(drop_fs);
+    drop(spool_fs);
+}
+
+/// Fills the filesystem of `dir` to the last byte with a file of its own.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let ballast = dir.join("ballast");
+    let mut f = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(&chunk[..1]).is_ok() {}
+    let _ = f.sync_all();
+    ballast
+}
+
+#[test]
+fn a_dead_letter_that_a_full_disk_cannot_record_stays_queued_and_is_moved_when_space_returns() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs as the spool needs root");
+        return;
+    }
+    let dir = tempdir();
+    let spool_fs = match Tmpfs::mount(&dir.path().join("spool"), "4m", "0700") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    // Down (503) until the spool is full, then a permanent refusal.
+    let refuse = Arc::new(AtomicBool::new(false));
+    let flag = refuse.clone();
+    let api = ApiMock::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            postmark_error(422, 300, "Invalid 'To' address")
+        } else {
+            postmark_error(503, 0, "Service Unavailable")
+        }
+    });
+    let setup = Setup::toml(&format!(
+        "backend = \"postmark\"\n[postmark]\nserver_token = \"t\"\napi_url = \"{}\"\n\
+         [delivery]\nretry_initial = \"200ms\"\nretry_max = \"500ms\"\nrate_limit = 0\n",
+        api.url()
+    ));
+    let id = {
+        let relay = Relay::start(dir.path(), &setup);
+        let id = relay.send_simple("doomed", &["rcpt@example.org"]);
+        let ballast = fill(&spool_fs.0);
+        refuse.store(true, Ordering::SeqCst);
+        relay.wait_log("cannot move message to failed/; it stays queued", 30);
+        // Not lost, not half-moved: still queued, whole, and nothing in failed/.
+        support::read_json(&relay.spool().join("queue").join(format!("{id}.json")));
+        assert!(
+            relay
+                .spool()
+                .join("queue")
+                .join(format!("{id}.eml"))
+                .is_file()
+        );
+        assert!(
+            relay.files_in("failed", "json").is_empty(),
+            "{:?}",
+            relay.files_in("failed", "json")
+        );
+        std::fs::remove_file(ballast).unwrap();
+        id
+    };
+    // Space is back: the next attempt (at once after a restart) moves it.
+    let relay = Relay::start(dir.path(), &setup);
+    relay.wait_for("the dead letter in failed/", 30, || {
+        relay.files_in("failed", "json").len() == 1
+    });
+    let record = support::read_json(&relay.spool().join("failed").join(format!("{id}.json")));
+    assert_eq!(record["failure"]["code"], "300", "{record}");
+    assert!(relay.files_in("queue", "json").is_empty());
+    drop(relay);
     drop(spool_fs);
 }
