@@ -87,6 +87,8 @@ class Api(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(out)
             self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon was killed mid-call: the API accepted all the same
         finally:
             call[2] = time.monotonic()
 
