@@ -15,32 +15,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::api_mock::{Answer, ApiMock, Received, postmark_messages, postmark_per_message};
-use support::{Relay, Setup, queued_id, tempdir};
+use support::{Relay, Setup, queued_id, recipients_of, tempdir};
 
 const TOKEN: &str = "pm-global-token";
 
 /// How many times each recipient was accepted by the API.
 type Tally = Arc<Mutex<HashMap<String, usize>>>;
-
-/// Every address a Postmark message sends to (To, Cc and Bcc).
-fn recipients_of(message: &Value) -> Vec<String> {
-    ["To", "Cc", "Bcc"]
-        .iter()
-        .flat_map(|f| {
-            message[*f]
-                .as_str()
-                .unwrap_or_default()
-                .split(',')
-                .map(|a| a.trim())
-                .filter(|a| !a.is_empty())
-                .map(|a| match (a.rfind('<'), a.rfind('>')) {
-                    (Some(l), Some(r)) if l < r => a[l + 1..r].to_string(),
-                    _ => a.to_string(),
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 /// Postmark's code for a message: 300 for `invalid@`, 406 for `inactive@`
 /// recipients, else 0, counted in `tally`.

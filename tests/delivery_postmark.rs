@@ -16,7 +16,10 @@ use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::{Message, SmtpTransport, Transport};
 use serde_json::Value;
 use support::api_mock::{self, Answer, ApiMock, postmark_error, postmark_ok};
-use support::{Relay, Setup, http_get, queued_id, read_json, simple_message, tempdir};
+use support::{
+    Relay, Setup, http_get, queued_id, read_json, recipients_of, simple_message, split_addresses,
+    tempdir,
+};
 
 const TOKEN: &str = "pm-server-token-1234";
 
@@ -48,28 +51,6 @@ fn wait_failed(relay: &Relay, id: &str) -> Value {
     // failed/ is written first, then the entry leaves queue/.
     relay.wait_for("the dead letter", 20, || path.exists() && !queued.exists());
     read_json(&path)["failure"].clone()
-}
-
-fn split_addresses(field: &Value) -> Vec<String> {
-    field
-        .as_str()
-        .unwrap_or_default()
-        .split(',')
-        .map(|a| a.trim())
-        .filter(|a| !a.is_empty())
-        .map(|a| match (a.rfind('<'), a.rfind('>')) {
-            (Some(l), Some(r)) if l < r => a[l + 1..r].to_string(),
-            _ => a.to_string(),
-        })
-        .collect()
-}
-
-/// Every address a Postmark request sends to (To, Cc and Bcc).
-fn recipients_of(body: &Value) -> Vec<String> {
-    ["To", "Cc", "Bcc"]
-        .iter()
-        .flat_map(|f| split_addresses(&body[*f]))
-        .collect()
 }
 
 #[test]

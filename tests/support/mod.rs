@@ -513,3 +513,26 @@ impl Lenient {
         self.expect(&body, "250 2.0.0").map(|_| ())
     }
 }
+
+/// The addresses of a Postmark `To`/`Cc`/`Bcc` field (`Name <a@x>, b@y`).
+pub fn split_addresses(field: &Value) -> Vec<String> {
+    field
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| match (a.rfind('<'), a.rfind('>')) {
+            (Some(l), Some(r)) if l < r => a[l + 1..r].to_string(),
+            _ => a.to_string(),
+        })
+        .collect()
+}
+
+/// Every address a Postmark message sends to (To, Cc and Bcc).
+pub fn recipients_of(message: &Value) -> Vec<String> {
+    ["To", "Cc", "Bcc"]
+        .iter()
+        .flat_map(|f| split_addresses(&message[*f]))
+        .collect()
+}
