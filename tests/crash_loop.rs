@@ -130,13 +130,11 @@ fn twenty_kill_9s_under_load_lose_no_acknowledged_message_and_break_no_entry() {
     assert!(
         lost.is_empty(),
         "seed {seed}: acknowledged but never at the API: {lost:?}; queue: {:?}; failed: {:?}; last log:\n{}",
-        relay.files_in("queue", "json"),
+        relay.queued_ids(),
         relay.files_in("failed", "json"),
         relay.log()
     );
-    relay.wait_for("an empty queue", 20, || {
-        relay.files_in("queue", "json").is_empty()
-    });
+    relay.wait_for("an empty queue", 20, || relay.queued_ids().is_empty());
     let accepted = accepted.lock().unwrap().clone();
     let acked_set: BTreeSet<&String> = acked.iter().collect();
     let duplicates: Vec<(&String, &usize)> = accepted.iter().filter(|(_, n)| **n > 1).collect();

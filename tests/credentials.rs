@@ -25,12 +25,6 @@ fn send_message_as(relay: &Relay, user: &str, password: &str, message: &str) {
     c.cmd("QUIT", "221");
 }
 
-/// Whether the spooled entry at `path` is held.
-fn is_held(path: &std::path::Path) -> bool {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.contains("\"held\": true") || text.contains("\"held\":true")
-}
-
 #[test]
 fn each_message_goes_with_its_own_credential_and_a_rejected_one_holds_only_its_mail() {
     let api = ApiMock::start(|req| match req.header("X-Postmark-Server-Token") {
@@ -79,14 +73,9 @@ fn each_message_goes_with_its_own_credential_and_a_rejected_one_holds_only_its_m
     assert_eq!(token_of("from-loopback"), "global-token");
 
     // Only cron's message stays queued, held; the relay stays ready.
-    relay.wait_for("three messages delivered", 20, || {
-        relay.files_in("queue", "json").len() == 1
+    relay.wait_for("three messages delivered and cron's held", 20, || {
+        relay.queued_ids().len() == 1 && relay.held_ids().len() == 1
     });
-    let held = std::fs::read_to_string(&relay.files_in("queue", "json")[0]).unwrap();
-    assert!(
-        held.contains("\"held\": true") || held.contains("\"held\":true"),
-        "{held}"
-    );
     let (status, body) = http_get(http, "/readyz");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("user cron"), "{body}");
@@ -103,12 +92,7 @@ fn each_message_goes_with_its_own_credential_and_a_rejected_one_holds_only_its_m
     // While cron's credential is paused, its next message is held without a call.
     send_as(&relay, "cron", "letmein99", "from-cron-again");
     relay.wait_for("both cron messages held", 20, || {
-        let files = relay.files_in("queue", "json");
-        files.len() == 2
-            && files.iter().all(|f| {
-                let text = std::fs::read_to_string(f).unwrap_or_default();
-                text.contains("\"held\": true") || text.contains("\"held\":true")
-            })
+        relay.queued_ids().len() == 2 && relay.held_ids().len() == 2
     });
     let cron_calls = api
         .requests()
@@ -146,7 +130,7 @@ fn a_rejected_global_credential_holds_only_the_mail_that_uses_it() {
     api.wait_for_requests(1, 20);
     let rejected_at = std::time::Instant::now();
     relay.wait_for("the global message held", 20, || {
-        relay.files_in("queue", "json").iter().any(|f| is_held(f))
+        !relay.held_ids().is_empty()
     });
 
     // The global credential's pause (10 s) does not reach other credentials:
@@ -154,15 +138,14 @@ fn a_rejected_global_credential_holds_only_the_mail_that_uses_it() {
     send_as(&relay, "billing", "letmein99", "from-billing");
     send_as(&relay, "app", "pass-through-token-0001", "from-passthrough");
     relay.wait_for("the user's and the passthrough mail delivered", 5, || {
-        api.count() >= 3 && relay.files_in("queue", "json").len() == 1
+        api.count() >= 3 && relay.queued_ids().len() == 1
     });
 
     // Global mail sent meanwhile is held: one call per 10 s probe period at
     // most, never one per held message.
     relay.send_simple("global-again", &["rcpt@example.org"]);
     relay.wait_for("both global messages held", 20, || {
-        let files = relay.files_in("queue", "json");
-        files.len() == 2 && files.iter().all(|f| is_held(f))
+        relay.queued_ids().len() == 2 && relay.held_ids().len() == 2
     });
     let periods = 1 + rejected_at.elapsed().as_secs() as usize / 10;
     let requests = api.requests();

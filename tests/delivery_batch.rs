@@ -120,9 +120,7 @@ fn queue_behind_a_slow_answer(
 }
 
 fn wait_queue_empty(relay: &Relay, secs: u64) {
-    relay.wait_for("the queue to empty", secs, || {
-        relay.files_in("queue", "json").is_empty()
-    });
+    relay.wait_for("the queue to empty", secs, || relay.queued_ids().is_empty());
 }
 
 fn batch_calls(api: &ApiMock) -> Vec<Received> {

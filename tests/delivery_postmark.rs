@@ -47,9 +47,10 @@ fn fast(api: &ApiMock) -> Setup {
 /// Waits for `failed/<id>.json` and returns its `failure` object.
 fn wait_failed(relay: &Relay, id: &str) -> Value {
     let path = relay.spool().join("failed").join(format!("{id}.json"));
-    let queued = relay.spool().join("queue").join(format!("{id}.json"));
-    // failed/ is written first, then the entry leaves queue/.
-    relay.wait_for("the dead letter", 20, || path.exists() && !queued.exists());
+    // failed/ is written first, then the entry leaves the queue.
+    relay.wait_for("the dead letter", 20, || {
+        path.exists() && !relay.queued_ids().iter().any(|q| q == id)
+    });
     read_json(&path)["failure"].clone()
 }
 
@@ -124,9 +125,7 @@ fn request_carries_token_json_headers_and_fields_mapped_from_a_real_message() {
     assert_eq!(response.code().to_string(), "250");
 
     let requests = api.wait_for_requests(1, 20);
-    relay.wait_for("an empty queue", 20, || {
-        relay.files_in("queue", "json").is_empty()
-    });
+    relay.wait_for("an empty queue", 20, || relay.queued_ids().is_empty());
     assert_eq!(api.count(), 1);
     let req = &requests[0];
     assert_eq!(req.method, "POST");
@@ -325,14 +324,10 @@ fn holds_mail_on_401_and_delivers_after_restart_with_fixed_token() {
         ),
     );
     let id = relay.send_simple("held-401", &["rcpt@example.org"]);
-    let queued = relay.spool().join("queue").join(format!("{id}.json"));
     relay.wait_for("the held state on disk", 20, || {
-        std::fs::read(&queued)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .is_some_and(|m| m["held"] == Value::Bool(true))
+        relay.held_ids() == [id.clone()]
     });
-    let meta = read_json(&queued);
+    let meta = relay.queued(&id).expect("held message").0;
     assert!(
         meta["last_error"]
             .as_str()
@@ -536,7 +531,7 @@ fn recovers_after_api_was_unreachable() {
     let relay = Relay::start(dir.path(), &config(&format!("http://{addr}"), "", ""));
     let id = relay.send_simple("unreachable", &["rcpt@example.org"]);
     relay.wait_log("cannot connect to the API", 20);
-    assert!(relay.files_in("queue", "json").len() == 1);
+    assert!(relay.queued_ids().len() == 1);
 
     let api = ApiMock::start_on(
         addr,
@@ -579,9 +574,7 @@ fn rate_limit_is_a_ceiling_at_the_mock() {
         .map(|r| r.at)
         .collect();
     arrivals.sort();
-    relay.wait_for("an empty queue", 20, || {
-        relay.files_in("queue", "json").is_empty()
-    });
+    relay.wait_for("an empty queue", 20, || relay.queued_ids().is_empty());
     assert_eq!(api.count(), MESSAGES);
 
     // Arrival instants at the mock carry a little noise that the relay does
@@ -675,10 +668,7 @@ fn refused_at_data(relay: &Relay, api: &ApiMock, msg: &str, prefix: &str) -> Str
     let mut c = relay.session();
     let r = c.send_mail("sender@example.com", &["rcpt@example.org"], msg);
     assert!(r.starts_with(prefix), "expected {prefix:?}, got {r:?}");
-    assert!(
-        relay.files_in("queue", "json").is_empty(),
-        "refused message was queued"
-    );
+    assert!(relay.queued_ids().is_empty(), "refused message was queued");
     let ok = c.send_mail(
         "sender@example.com",
         &["rcpt@example.org"],

@@ -127,17 +127,15 @@ fn a_full_spool_answers_452_never_250_and_delivers_everything_acknowledged_when_
         let r = c.send_mail("a@example.com", &["rcpt@example.org"], &msg);
         if r.starts_with("250 2.0.0") {
             let id = queued_id(&r);
-            let eml = relay.spool().join("queue").join(format!("{id}.eml"));
-            let json = relay.spool().join("queue").join(format!("{id}.json"));
-            // 250 only for a message whole on disk, its record beside it.
-            let on_disk = std::fs::read(&eml).expect("acknowledged .eml on disk");
+            // 250 only for a message whole on disk, its record with it.
+            let (record, on_disk) = relay.queued(&id).expect("acknowledged message on disk");
             assert!(
                 String::from_utf8_lossy(&on_disk)
                     .trim_end()
                     .ends_with(filler.trim_end()),
                 "{id} is not whole on disk"
             );
-            support::read_json(&json);
+            assert_eq!(record["id"], id.as_str());
             acked.insert(subject, id);
         } else {
             assert!(
@@ -211,9 +209,7 @@ fn a_full_spool_answers_452_never_250_and_delivers_everything_acknowledged_when_
         acked.keys().all(|s| accepted.contains_key(s))
             && accepted.contains_key("dropped-while-full")
     });
-    relay.wait_for("an empty queue", 20, || {
-        relay.files_in("queue", "json").is_empty()
-    });
+    relay.wait_for("an empty queue", 20, || relay.queued_ids().is_empty());
     assert!(relay.files_in("failed", "json").is_empty());
     assert!(!accepted.lock().unwrap().contains_key("refused-by-sendmail"));
     // ... and the spool takes mail again.
@@ -272,14 +268,8 @@ fn a_dead_letter_that_a_full_disk_cannot_record_stays_queued_and_is_moved_when_s
         refuse.store(true, Ordering::SeqCst);
         relay.wait_log("cannot move message to failed/; it stays queued", 30);
         // Not lost, not half-moved: still queued, whole, and nothing in failed/.
-        support::read_json(&relay.spool().join("queue").join(format!("{id}.json")));
-        assert!(
-            relay
-                .spool()
-                .join("queue")
-                .join(format!("{id}.eml"))
-                .is_file()
-        );
+        let (_, raw) = relay.queued(&id).expect("still queued");
+        assert!(String::from_utf8_lossy(&raw).contains("Subject: doomed"));
         assert!(
             relay.files_in("failed", "json").is_empty(),
             "{:?}",
@@ -295,7 +285,7 @@ fn a_dead_letter_that_a_full_disk_cannot_record_stays_queued_and_is_moved_when_s
     });
     let record = support::read_json(&relay.spool().join("failed").join(format!("{id}.json")));
     assert_eq!(record["failure"]["code"], "300", "{record}");
-    assert!(relay.files_in("queue", "json").is_empty());
+    assert!(relay.queued_ids().is_empty());
     drop(relay);
     drop(spool_fs);
 }

@@ -180,7 +180,7 @@ fn a_retry_after_of_an_hour_for_one_credential_leaves_the_others_flowing() {
         api.accepted("from-billing") == 1 && api.accepted("from-global") == 1
     });
     relay.wait_for("only cron's message left", 10, || {
-        relay.files_in("queue", "json").len() == 1
+        relay.queued_ids().len() == 1
     });
     assert_eq!(
         api.calls_with("from-cron"),
@@ -189,7 +189,11 @@ fn a_retry_after_of_an_hour_for_one_credential_leaves_the_others_flowing() {
     );
     assert_eq!(api.accepted("from-cron"), 0);
     assert!(relay.files_in("failed", "json").is_empty());
-    let queued = std::fs::read_to_string(&relay.files_in("queue", "json")[0]).unwrap();
+    let queued = relay
+        .queued(&relay.queued_ids()[0])
+        .expect("cron's message")
+        .0
+        .to_string();
     assert!(
         queued.contains("from-cron") || queued.contains("cron"),
         "{queued}"

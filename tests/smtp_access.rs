@@ -240,7 +240,7 @@ fn a_session_is_cut_off_at_its_time_limit_whatever_it_does() {
     let said = said.expect("the relay spoke before 20s");
     assert!(said.starts_with("421 4.4.2"), "{said}");
     assert!(said.contains("session time limit"), "{said}");
-    assert!(relay.files_in("queue", "json").is_empty(), "nothing queued");
+    assert!(relay.queued_ids().is_empty(), "nothing queued");
 }
 
 #[test]

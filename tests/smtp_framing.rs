@@ -319,11 +319,8 @@ fn codes_and_messages(relay: &Relay, lines: &[String]) -> (Vec<String>, Vec<Vec<
     let mut messages = Vec::new();
     for l in &lines[1..] {
         if l.starts_with("250 2.0.0 Ok: queued as") {
-            let eml = relay
-                .spool()
-                .join("queue")
-                .join(format!("{}.eml", queued_id(l)));
-            messages.push(std::fs::read(eml).expect("queued message"));
+            let eml = relay.queued(&queued_id(l)).expect("queued message").1;
+            messages.push(eml);
         }
         let header = l.starts_with("552") && l.contains("Header block");
         codes.push(if header {

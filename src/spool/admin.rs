@@ -67,6 +67,14 @@ pub fn list(root: &Path, area: Area) -> Result<Vec<Meta>, SpoolError> {
             Err(e) => tracing::warn!(id = %id, error = %e, "skipping entry"),
         }
     }
+    if area == Area::Queue {
+        // Messages still in the log; files win (see the log's recovery).
+        let failed = dir.with_file_name(Area::Failed.dir());
+        let listed: std::collections::HashSet<String> = out.iter().map(|m| m.id.clone()).collect();
+        let on_file =
+            |id: &str| listed.contains(id) || fsio::is_file(&failed.join(format!("{id}.json")));
+        out.extend(super::log::list(&dir.with_file_name("log"), &on_file)?);
+    }
     out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
     Ok(out)
 }
@@ -79,16 +87,21 @@ pub fn read(root: &Path, area: Area, id: &str) -> Result<(Meta, Vec<u8>), SpoolE
     let Some(dir) = checked_dir(root, area)? else {
         return Err(SpoolError::NotFound(id.to_string()));
     };
-    let meta = read_record(&dir, id)?;
-    let raw = fsio::read(&dir.join(format!("{id}.eml")))?;
-    Ok((meta, raw))
+    match read_record(&dir, id) {
+        Err(SpoolError::NotFound(_)) if area == Area::Queue => {
+            super::log::read(&dir.with_file_name("log"), id)?
+                .ok_or_else(|| SpoolError::NotFound(id.to_string()))
+        }
+        Err(e) => Err(e),
+        Ok(meta) => Ok((meta, fsio::read(&dir.join(format!("{id}.eml")))?)),
+    }
 }
 
 impl Spool {
     /// Makes a queued message due now (and clears a held state).
     pub fn retry_now(self: &Arc<Self>, id: &str) -> Result<(), SpoolError> {
         let claim = self.claim_one(id)?;
-        let mut meta = match read_record(&self.queue, id) {
+        let mut meta = match self.record(id) {
             Ok(m) => m,
             Err(e) => {
                 self.release(claim, Instant::now());

@@ -1,14 +1,14 @@
-//! The receiving path: a message streams into `tmp/<id>.eml`, then
-//! [`Incoming::commit`] makes it durable in `queue/`. Each message fsyncs
-//! its own two files; the directory fsync that makes the renames durable is
-//! shared by every message committed at the same time (see [`group`](super::group)).
-//! A message up to [`HOLD`] bytes stays in memory until `commit`, which
-//! writes, syncs and renames it in one blocking call; a larger one spills
-//! to its temp file as it arrives, so memory stays flat.
+//! The receiving path. A message up to [`HOLD`] bytes stays in memory
+//! until [`Incoming::commit`] appends it with its record to the log (see
+//! [`log`](super::log)): one write, and a segment sync shared by every
+//! message committed at the same time. A larger one spills to
+//! `tmp/<id>.eml` as it arrives, so memory stays flat, and `commit` fsyncs
+//! it and its record and renames both into `queue/`, under a directory
+//! fsync shared the same way (see [`group`](super::group)).
 //!
-//! Invariant: `commit` returns `Ok` only once the message, then its record,
-//! are fsynced and renamed into `queue/` and a directory fsync that started
-//! after those renames has succeeded; on any error nothing that could be
+//! Invariant: `commit` returns `Ok` only once the message and its record
+//! are durable (the log's or the directory's sync started after the write
+//! or the renames and succeeded); on any error nothing that could be
 //! delivered is left behind.
 
 use std::fs;
@@ -34,11 +34,11 @@ impl Spool {
         }
         let id = ulid::Ulid::generate().to_string();
         let path = self.tmp.join(format!("{id}.eml"));
-        let file = fsio::create_new(&path).map_err(SpoolError::from_io)?;
         Ok(Incoming {
             id,
             path: Some(path),
-            file: Some(file),
+            file: None,
+            created: false,
             pending: Vec::new(),
             spilled: 0,
         })
@@ -49,12 +49,15 @@ impl Spool {
 pub const HOLD: usize = 64 * 1024;
 
 /// A message being received. Dropped without [`commit`](Incoming::commit),
-/// its temp file is removed.
+/// its temp file (if it spilled) is removed.
 pub struct Incoming {
     id: String,
     path: Option<PathBuf>,
-    /// `None` once `commit` has taken it (or while a spill writes to it).
+    /// Created by the first spill; `None` before it, once `commit` has
+    /// taken it, or while a spill writes to it.
     file: Option<fs::File>,
+    /// The temp file exists (to remove it on drop).
+    created: bool,
     /// Received bytes not written to the file yet (at most [`HOLD`] once
     /// `write` returns).
     pending: Vec<u8>,
@@ -89,17 +92,27 @@ impl Incoming {
         Ok(())
     }
 
-    /// Writes the held bytes to the file (off the async threads).
+    /// Writes the held bytes to the file, creating it the first time (off
+    /// the async threads).
     async fn spill(&mut self) -> Result<(), SpoolError> {
-        let mut file = self.file.take().expect("incoming file");
+        let file = self.file.take();
+        let path = self.path().to_path_buf();
         let pending = std::mem::take(&mut self.pending);
         let (file, mut pending, written) = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => match fsio::create_new(&path) {
+                    Ok(f) => f,
+                    Err(e) => return (None, pending, Err(e)),
+                },
+            };
             let written = io::Write::write_all(&mut file, &pending);
-            (file, pending, written)
+            (Some(file), pending, written)
         })
         .await
         .map_err(|e| SpoolError::Io(io::Error::other(e)))?;
-        self.file = Some(file);
+        self.created |= file.is_some();
+        self.file = file;
         written.map_err(SpoolError::from_io)?;
         self.spilled += pending.len() as u64;
         pending.clear();
@@ -133,9 +146,6 @@ impl Incoming {
         envelope: Envelope,
         credential: Credential,
     ) -> Result<String, SpoolError> {
-        let file = self.file.take().expect("incoming file");
-        let pending = std::mem::take(&mut self.pending);
-        let tmp_eml = self.path.take().expect("incoming path");
         let meta = Meta::with_credential(
             self.id.clone(),
             envelope,
@@ -143,13 +153,29 @@ impl Incoming {
             SystemTime::now(),
             credential,
         );
+        let pending = std::mem::take(&mut self.pending);
         let spool2 = spool.clone();
         let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || {
-            spool2.link_into_queue(&file, &pending, &tmp_eml, &meta2)
-        })
-        .await
-        .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
+        let tmp_eml = self.path.take().expect("incoming path");
+        let durable = match self.file.take() {
+            // Never spilled: the whole message is held.
+            None => tokio::task::spawn_blocking(move || {
+                let record = entry::encode(&meta2);
+                spool2
+                    .log
+                    .append(&meta2.id, &record, &pending)
+                    .map_err(SpoolError::from_io)
+            }),
+            Some(file) => {
+                self.created = false;
+                tokio::task::spawn_blocking(move || {
+                    spool2.link_into_queue(&file, &pending, &tmp_eml, &meta2)
+                })
+            }
+        };
+        durable
+            .await
+            .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
         spool
             .sched()
             .insert(&meta.id, Instant::now(), meta.received_at);
@@ -160,7 +186,7 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
+        if let Some(path) = self.path.take().filter(|_| self.created) {
             let _ = fs::remove_file(path);
         }
     }

@@ -27,9 +27,11 @@ fn open_dir(dir: &Path) -> io::Result<File> {
         .open(dir)
 }
 
-/// Creates a new file (never an existing one, never through a symlink) with mode 0600.
+/// Creates a new file (never an existing one, never through a symlink)
+/// with mode 0600, open for writing and reading back.
 pub fn create_new(path: &Path) -> io::Result<File> {
     let f = OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)

@@ -89,7 +89,7 @@ async fn a_records_id_field_is_ignored_for_its_file_name() {
     }
     let id = {
         let (spool, _) = open(dir.path());
-        put(&spool, "Subject: x\r\n\r\n").await
+        super::put_files(&spool, "Subject: x\r\n\r\n").await
     };
     let json = dir.path().join("queue").join(format!("{id}.json"));
     let record = fs::read_to_string(&json).unwrap().replace(

@@ -4,6 +4,8 @@
 //! postrelay.lock  flock'd by the one process that owns the spool
 //! control.sock    the owner's queue-admin socket (see crate::control)
 //! tmp/            messages being received, record temp files (emptied at start-up)
+//! log/            <seq>.log + <seq>.done: accepted messages held in memory
+//!                 when received, appended to a shared segment (see [`log`])
 //! queue/          <id>.eml + <id>.json: accepted, waiting for delivery
 //! failed/         dead letters, with the reason in <id>.json
 //! dry-run/        what the dry-run backend would have sent
@@ -11,15 +13,19 @@
 //! ```
 //!
 //! Invariants: [`Incoming::commit`] returns only after the message and its
-//! record are fsynced and renamed into `queue/` and a directory fsync that
-//! started after the renames has succeeded (one such fsync is shared by all
-//! the messages committed meanwhile: group commit);
-//! only then may SMTP answer `250` (the record is renamed last, so a crash
-//! leaves a complete entry or none). Every component is created 0700/0600,
+//! record are durable: appended to a log segment and covered by a sync of
+//! it that started after the write, or (a message too large to hold)
+//! fsynced and renamed into `queue/` and covered by a directory fsync that
+//! started after the renames. Either sync is shared by all the messages
+//! committed meanwhile (group commit); only then may SMTP answer `250`. A
+//! crash leaves a complete entry or none (a frame's checksum; the record
+//! renamed last). An entry lives in the log until its record first changes,
+//! then as files in `queue/`; the files win when both exist. Every component is created 0700/0600,
 //! checked at open (not a symlink, ours, not group/other-writable), and
 //! never opened through a symlink; an entry's id is its validated file name.
 //!
-//! By role: [`commit`] receives (with [`group`] sharing directory syncs),
+//! By role: [`commit`] receives (with [`group`] sharing syncs and [`log`]
+//! holding the segments),
 //! [`recovery`] rebuilds the schedule at open, [`schedule`] decides who is
 //! due (with [`Claim`]), [`store`] reads and moves entry files, [`admin`]
 //! holds the operator actions.
@@ -30,6 +36,7 @@ mod entry;
 pub mod fsio;
 mod group;
 mod inflight;
+mod log;
 mod recovery;
 mod schedule;
 mod store;
@@ -99,6 +106,8 @@ pub struct Spool {
     dry_run: PathBuf,
     /// In-flight markers of API calls under way (see [`InFlight`]).
     inflight: PathBuf,
+    /// Segments of messages appended together (see [`log`]).
+    log: log::Log,
     min_free: u64,
     schedule: Mutex<Schedule>,
     wake: Notify,
@@ -165,6 +174,7 @@ impl Spool {
             failed: root.join("failed"),
             dry_run: root.join("dry-run"),
             inflight: root.join("inflight"),
+            log: log::Log::new(root.join("log")),
             min_free,
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
@@ -178,6 +188,7 @@ impl Spool {
             &spool.failed,
             &spool.dry_run,
             &spool.inflight,
+            &spool.root.join("log"),
         ] {
             fsio::create_dir(dir)?;
             trust::check(dir, Kind::Dir)?;

@@ -2,13 +2,15 @@
 //! messages that were never acknowledged, finishes moves a crash
 //! interrupted, sets aside unreadable entries, parks records a newer
 //! postrelay wrote, names the entries an API call carried when the daemon
-//! stopped (they may duplicate), and rebuilds the schedule from `queue/`.
+//! stopped (they may duplicate), and rebuilds the schedule from `queue/`
+//! and the log.
 //!
 //! Invariant: recovery only unlinks or renames names inside the spool's own
 //! (already checked) directories, never follows a symlink, and takes an
 //! entry's id from its validated file name. A parked record is never
 //! rewritten.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::time::SystemTime;
@@ -45,6 +47,10 @@ fn names(dir: &Path) -> Result<Vec<String>, SpoolError> {
 }
 
 impl Spool {
+    fn failed_names(&self) -> Result<Vec<String>, SpoolError> {
+        names(&self.failed)
+    }
+
     pub(super) fn recover(&self) -> Result<Recovery, SpoolError> {
         let mut r = Recovery::default();
         for name in names(&self.tmp)? {
@@ -124,6 +130,24 @@ impl Spool {
             }
         }
         fsio::sync_dir(&self.queue)?;
+        // Files win over a frame with the same id: they were written first.
+        // (A record, not a message file: an .eml alone was never committed.)
+        let records = |n: &String| {
+            id_of(n, "json").or_else(|| n.strip_suffix(".broken").and_then(|n| id_of(n, "json")))
+        };
+        let on_file: HashSet<String> = names
+            .iter()
+            .chain(self.failed_names()?.iter())
+            .filter_map(records)
+            .collect();
+        let logged = self.log.recover(&|id| on_file.contains(id))?;
+        for meta in logged.queued {
+            let due = due_from_wall(meta.next_attempt_at, wall_now, now);
+            self.sched().insert(&meta.id, due, meta.received_at);
+            r.queued += 1;
+        }
+        r.broken += logged.broken;
+        r.parked += logged.parked;
         r.may_duplicate = self.recover_in_flight()?;
         Ok(r)
     }

@@ -77,6 +77,11 @@ impl Schedule {
         self.ready.insert((due, key));
     }
 
+    /// Whether `id` is queued (in flight or not).
+    pub(super) fn contains(&self, id: &str) -> bool {
+        Key::of(id).is_some_and(|k| self.slots.contains_key(&k))
+    }
+
     pub(super) fn remove(&mut self, id: &str) {
         let Some(key) = Key::of(id) else { return };
         if let Some(s) = self.slots.remove(&key) {
@@ -254,7 +259,7 @@ impl Spool {
 
     /// Back in the index due at `due`; an entry whose record is gone leaves the schedule.
     fn give_back(&self, id: &str, due: Instant) {
-        if fsio::is_file(&self.queue.join(format!("{id}.json"))) {
+        if self.log.contains(id) || fsio::is_file(&self.queue.join(format!("{id}.json"))) {
             self.sched().put_back(id, due);
             self.wake.notify_one();
         } else {

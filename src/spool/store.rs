@@ -1,12 +1,14 @@
-//! Entry files on disk for a claimed entry: read, save progress, move to
-//! `failed/`, remove. Blocking: call from `spawn_blocking`.
+//! A claimed entry on disk, in the log or as files: read, save progress,
+//! move to `failed/`, remove. An entry in the log becomes files the first
+//! time its record changes (materialised: files first, then its
+//! tombstone). Blocking: call from `spawn_blocking`.
 //!
 //! Invariant: every path is built from a claim's id or a validated file
 //! name (a ULID), never from a record's content; records are written
 //! through a fresh temp file in `tmp/` and renamed into place. A removal or
-//! move returns `Ok` only after a sync of each directory it changed that
-//! started after the change (shared with concurrent commits, completions
-//! and moves: [`group`](super::group)).
+//! move returns `Ok` only after a sync of each directory (or tombstone
+//! file) it changed that started after the change (shared with concurrent
+//! commits, completions and moves: [`group`](super::group)).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -45,7 +47,12 @@ pub(super) fn read_record(dir: &Path, id: &str) -> Result<Meta, SpoolError> {
         }
         other => other?,
     };
-    match entry::decode(id, &bytes) {
+    decode_record(id, &bytes)
+}
+
+/// Decodes the record of entry `id`.
+pub(super) fn decode_record(id: &str, bytes: &[u8]) -> Result<Meta, SpoolError> {
+    match entry::decode(id, bytes) {
         Ok(Decoded::Current(meta)) => Ok(*meta),
         Ok(Decoded::Newer(version)) => Err(SpoolError::Newer {
             id: id.to_string(),
@@ -61,15 +68,48 @@ pub(super) fn read_record(dir: &Path, id: &str) -> Result<Meta, SpoolError> {
 impl Spool {
     /// Blocking. The entry's record and message bytes.
     pub fn load(&self, claim: &Claim) -> Result<(Meta, Vec<u8>), SpoolError> {
-        let meta = read_record(&self.queue, claim.id())?;
-        let raw = fsio::read(&self.queue.join(format!("{}.eml", claim.id())))?;
+        let id = claim.id();
+        if let Some((record, raw)) = self.log.read(id)? {
+            return Ok((decode_record(id, &record)?, raw));
+        }
+        let meta = read_record(&self.queue, id)?;
+        let raw = fsio::read(&self.queue.join(format!("{id}.eml")))?;
         Ok((meta, raw))
+    }
+
+    /// Blocking. The record of queued entry `id`, wherever it lives.
+    pub(super) fn record(&self, id: &str) -> Result<Meta, SpoolError> {
+        match self.log.read(id)? {
+            Some((record, _)) => decode_record(id, &record),
+            None => read_record(&self.queue, id),
+        }
     }
 
     /// Blocking. Persists progress (per-recipient state) and keeps the
     /// claim. An `Err` means the attempt must stop.
     pub fn save_progress(&self, claim: &Claim, meta: &Meta) -> Result<(), SpoolError> {
-        self.write_record(&self.queue, claim.id(), meta)
+        self.save(claim.id(), meta)
+    }
+
+    /// Writes entry `id`'s record: as `queue/<id>.json`, materialising an
+    /// entry that is still in the log.
+    fn save(&self, id: &str, meta: &Meta) -> Result<(), SpoolError> {
+        let Some((_, raw)) = self.log.read(id)? else {
+            return self.write_record(&self.queue, id, meta);
+        };
+        // Message, then record (its directory sync covers both renames);
+        // without its record the .eml would be an orphan: taken back.
+        let eml = self.queue.join(format!("{id}.eml"));
+        let files = fsio::write_renamed_via(&self.tmp, &eml, &raw)
+            .map_err(SpoolError::from_io)
+            .and_then(|()| self.write_record(&self.queue, id, meta));
+        if let Err(e) = files {
+            let _ = fsio::remove_if_exists(&eml);
+            return Err(e);
+        }
+        // The files are durable and win over the frame from here on.
+        self.log.tombstone(id).map_err(SpoolError::from_io)?;
+        Ok(())
     }
 
     /// Blocking. Writes `meta` with `next_attempt_at` = the wall time of
@@ -78,7 +118,7 @@ impl Spool {
     pub fn reschedule(&self, claim: Claim, meta: &Meta, due: Instant) -> Result<(), SpoolError> {
         let mut meta = meta.clone();
         meta.next_attempt_at = wall_from_due(due, Instant::now(), SystemTime::now());
-        let written = self.write_record(&self.queue, claim.id(), &meta);
+        let written = self.save(claim.id(), &meta);
         self.release(claim, due);
         written
     }
@@ -90,6 +130,9 @@ impl Spool {
     pub fn complete(&self, claim: Claim) -> Result<(), SpoolError> {
         let id = claim.id().to_string();
         self.forget(claim);
+        if self.log.tombstone(&id).map_err(SpoolError::from_io)? {
+            return Ok(());
+        }
         fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))?;
         fsio::remove_if_exists(&self.queue.join(format!("{id}.eml")))?;
         self.queue_sync.covered(&self.queue)?;
@@ -107,6 +150,16 @@ impl Spool {
             failed.id = id.clone();
             failed.version = entry::META_VERSION;
             let record = self.failed.join(format!("{id}.json"));
+            if let Some((_, raw)) = self.log.read(&id)? {
+                // Message, then record, then the frame's tombstone.
+                let eml = self.failed.join(format!("{id}.eml"));
+                fsio::write_renamed_via(&self.tmp, &eml, &raw).map_err(SpoolError::from_io)?;
+                fsio::write_renamed_via(&self.tmp, &record, &entry::encode(&failed))
+                    .map_err(SpoolError::from_io)?;
+                self.failed_sync.covered(&self.failed)?;
+                self.log.tombstone(&id).map_err(SpoolError::from_io)?;
+                return Ok(());
+            }
             fsio::write_renamed_via(&self.tmp, &record, &entry::encode(&failed))
                 .map_err(SpoolError::from_io)?;
             self.failed_sync.covered(&self.failed)?;
@@ -158,8 +211,8 @@ mod tests {
     /// `release`; syncs after it fail with EIO when `then_fail`.
     type Gate = Arc<Mutex<Option<(mpsc::Receiver<()>, mpsc::Sender<()>)>>>;
 
-    /// A spool holding `n` committed messages, all claimed, whose `queue/`
-    /// syncs pass `gate` once it is armed.
+    /// A spool holding `n` committed messages (as files), all claimed,
+    /// whose `queue/` syncs pass `gate` once it is armed.
     async fn claimed(dir: &Path, n: usize, then_fail: bool) -> (Arc<Spool>, Vec<Claim>, Gate) {
         let (mut spool, _) = Spool::open(dir, 0).unwrap();
         let gate: Gate = Arc::default();
@@ -177,10 +230,11 @@ mod tests {
         }));
         let spool = Arc::new(spool);
         for i in 0..n {
+            // Too large to hold: each entry is files in `queue/`.
+            let mut body = format!("Subject: {i}\r\n\r\nbody\r\n").into_bytes();
+            body.resize(super::super::commit::HOLD + 1, b'x');
             let mut inc = spool.receive().await.unwrap();
-            inc.write(format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes())
-                .await
-                .unwrap();
+            inc.write(&body).await.unwrap();
             let env = Envelope {
                 mail_from: "a@example.com".into(),
                 rcpt_to: vec!["b@example.org".into()],

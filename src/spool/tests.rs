@@ -45,6 +45,18 @@ async fn put(spool: &Arc<Spool>, body: &str) -> String {
     inc.commit(spool, env).await.unwrap()
 }
 
+/// Commits `body` and gives the entry its files in `queue/`, as the first
+/// change of its record does.
+async fn put_files(spool: &Arc<Spool>, body: &str) -> String {
+    let id = put(spool, body).await;
+    let claim = spool.claim_one(&id).unwrap();
+    let (meta, _) = spool.load(&claim).unwrap();
+    spool.save_progress(&claim, &meta).unwrap();
+    spool.release(claim, Instant::now());
+    assert!(!spool.log.contains(&id));
+    id
+}
+
 #[tokio::test]
 async fn committed_message_survives_reopen_and_is_due() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,7 +91,7 @@ async fn unreadable_envelope_is_moved_aside_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let (spool, _) = open(dir.path());
-        put(&spool, "Subject: keep me\r\n\r\n").await
+        put_files(&spool, "Subject: keep me\r\n\r\n").await
     };
     let queue = dir.path().join("queue");
     fs::write(queue.join(format!("{id}.json")), "{broken").unwrap();
@@ -171,7 +183,7 @@ async fn crash_inside_dead_letter_is_completed_at_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let (spool, _) = open(dir.path());
-        put(&spool, "Subject: x\r\n\r\n").await
+        put_files(&spool, "Subject: x\r\n\r\n").await
     };
     // dead_letter wrote failed/<id>.json and moved the .eml, then died.
     let queue = dir.path().join("queue");
@@ -196,7 +208,7 @@ async fn crash_inside_requeue_after_the_envelope_leaves_one_queued_entry() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let (spool, _) = open(dir.path());
-        put(&spool, "Subject: x\r\n\r\n").await
+        put_files(&spool, "Subject: x\r\n\r\n").await
     };
     // Requeue committed the queue entry, then died before removing the dead letter.
     let failed = dir.path().join("failed");
@@ -214,6 +226,81 @@ async fn crash_inside_requeue_after_the_envelope_leaves_one_queued_entry() {
     assert_eq!((r.queued, r.stale_dead_letters_removed), (1, 1));
     assert!(spool.failed_ids().unwrap().is_empty());
     assert!(queued(dir.path(), &id).is_ok());
+}
+
+#[tokio::test]
+async fn a_crash_inside_dead_letter_of_a_logged_entry_leaves_only_the_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        put(&spool, "Subject: x\r\n\r\n").await
+    };
+    // dead_letter wrote failed/<id>.eml and .json, then died before the tombstone.
+    let (meta, raw) = queued(dir.path(), &id).unwrap();
+    let failed = dir.path().join("failed");
+    fs::write(failed.join(format!("{id}.eml")), raw).unwrap();
+    fs::write(failed.join(format!("{id}.json")), entry::encode(&meta)).unwrap();
+    let (spool, r) = open(dir.path());
+    assert_eq!((r.queued, r.broken), (0, 0));
+    assert!(queued(dir.path(), &id).is_err());
+    assert_eq!(spool.failed_ids().unwrap(), vec![id]);
+}
+
+#[tokio::test]
+async fn a_crash_inside_materialising_leaves_the_logged_entry_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (spool, _) = open(dir.path());
+        put(&spool, "Subject: x\r\n\r\n").await
+    };
+    // The first record change wrote queue/<id>.eml, then died before the record.
+    fs::write(
+        dir.path().join("queue").join(format!("{id}.eml")),
+        "partial",
+    )
+    .unwrap();
+    let (spool, r) = open(dir.path());
+    assert_eq!((r.queued, r.orphans_removed), (1, 1));
+    let claim = spool.claim_due(Instant::now(), 1).pop().unwrap();
+    assert_eq!(spool.load(&claim).unwrap().1, b"Subject: x\r\n\r\n");
+}
+
+#[tokio::test]
+async fn a_materialised_entry_wins_over_its_frame_after_a_crash_before_the_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let id = {
+        let (spool, _) = open(&root);
+        let id = put(&spool, "Subject: x\r\n\r\n").await;
+        // Keep a copy of the log as it was before the record changed.
+        copy_dir(&root.join("log"), &root.join("log.before"));
+        let claim = spool.claim_one(&id).unwrap();
+        let (mut meta, _) = spool.load(&claim).unwrap();
+        meta.attempts = 4;
+        spool.save_progress(&claim, &meta).unwrap();
+        spool.release(claim, Instant::now());
+        id
+    };
+    // As if the tombstone never reached the disk.
+    fs::remove_dir_all(root.join("log")).unwrap();
+    fs::rename(root.join("log.before"), root.join("log")).unwrap();
+    let (spool, r) = open(&root);
+    assert_eq!(r.queued, 1, "one entry, not two");
+    let claim = spool.claim_due(Instant::now(), 5).pop().unwrap();
+    assert_eq!(
+        spool.load(&claim).unwrap().0.attempts,
+        4,
+        "the files' record"
+    );
+    assert_eq!(claim.id(), id);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }
 
 #[path = "hardening_tests.rs"]

@@ -146,8 +146,9 @@ impl Relay {
     /// Waits until the message has left `queue/` and its delivery is logged;
     /// checks nothing went to `failed/`.
     pub fn wait_delivered(&self, id: &str) {
-        let queued = self.spool().join("queue").join(format!("{id}.json"));
-        self.wait_for("the message to leave the queue", 20, || !queued.exists());
+        self.wait_for("the message to leave the queue", 20, || {
+            !self.queued_ids().iter().any(|q| q == id)
+        });
         assert!(
             self.files_in("failed", "json").is_empty(),
             "unexpected dead letter; log:\n{}",
@@ -217,6 +218,25 @@ impl Relay {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Ids of the queued messages, wherever the spool keeps them (its log
+    /// or `queue/`), read as `postrelay queue list` reads them.
+    pub fn queued_ids(&self) -> Vec<String> {
+        queued_in(&self.spool())
+    }
+
+    /// A queued message's record (as JSON) and bytes, as `postrelay queue show` reads them.
+    pub fn queued(&self, id: &str) -> Option<(serde_json::Value, Vec<u8>)> {
+        let (meta, raw) =
+            postrelay::spool::read(&self.spool(), postrelay::spool::Area::Queue, id).ok()?;
+        Some((serde_json::to_value(&meta).unwrap(), raw))
+    }
+
+    /// Ids of the queued messages held (their record says `"held": true`).
+    pub fn held_ids(&self) -> Vec<String> {
+        let held = |id: &String| self.queued(id).is_some_and(|(m, _)| m["held"] == true);
+        self.queued_ids().into_iter().filter(held).collect()
     }
 
     pub fn files_in(&self, sub: &str, ext: &str) -> Vec<PathBuf> {
@@ -367,6 +387,15 @@ impl Smtp {
 
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json")
+}
+
+/// Ids of the messages queued in the spool at `root` (see [`Relay::queued_ids`]).
+pub fn queued_in(root: &Path) -> Vec<String> {
+    postrelay::spool::list(root, postrelay::spool::Area::Queue)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
 }
 
 /// Queue id from `250 2.0.0 Ok: queued as <id>`.

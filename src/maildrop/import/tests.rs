@@ -46,12 +46,16 @@ fn valid(subject: &str) -> Vec<u8> {
     bytes
 }
 
+/// The queued messages, wherever the spool keeps them.
 fn queued_messages(spool: &Spool) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(spool.root().join("queue"))
+    let mut v: Vec<String> = spool
+        .queued_ids()
         .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .iter()
+        .map(|id| {
+            let (_, raw) = crate::spool::read(spool.root(), crate::spool::Area::Queue, id).unwrap();
+            String::from_utf8(raw).unwrap()
+        })
         .collect();
     v.sort();
     v

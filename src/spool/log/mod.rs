@@ -1,0 +1,347 @@
+//! The message log: accepted messages small enough to be held in memory
+//! are appended to a shared segment file (`log/<seq>.log`, see [`frame`])
+//! instead of getting two files each. One `fdatasync` of the segment
+//! covers every message appended before it started (group commit, through
+//! [`GroupSync`]); no file is created, renamed or unlinked per message.
+//!
+//! An entry leaves the log by a tombstone, its id appended to the
+//! segment's `log/<seq>.done` and synced the same way: when delivered,
+//! dead-lettered, or *materialised* into `queue/<id>.eml` + `<id>.json`
+//! the first time its record changes (a retry, a hold). A segment whose
+//! every frame is tombstoned and that takes no more appends is removed.
+//!
+//! Invariants: [`Log::append`] returns `Ok` only once the frame is on disk
+//! (the segment's own sync, started after the write, succeeded); a frame
+//! whose append failed is made unreadable (its magic zeroed) before the
+//! error returns. A segment with an appended-to frame not yet tombstoned
+//! or failed is never removed. Every path is `log/` plus a name built here
+//! from a sequence number.
+
+mod frame;
+mod recover;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::fsio;
+use super::group::GroupSync;
+
+pub use recover::{list, read};
+
+/// A segment takes no more appends once it is this long.
+const SEGMENT_MAX: u64 = 32 << 20;
+
+/// An id as the index holds it: log ids are always 26-byte ULIDs.
+type Key = [u8; 26];
+
+fn key(id: &str) -> Option<Key> {
+    id.as_bytes().try_into().ok()
+}
+
+/// Where a frame is.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    seq: u64,
+    offset: u64,
+    len: usize,
+}
+
+/// A segment file with its tombstone file.
+struct Segment {
+    file: Arc<File>,
+    done: Arc<File>,
+    /// Covers appends to `file`.
+    sync: Arc<GroupSync>,
+    /// Covers tombstones appended to `done`.
+    done_sync: Arc<GroupSync>,
+    /// Bytes reserved so far (the next frame's offset).
+    len: u64,
+    /// Bytes reserved in `done` so far.
+    done_len: u64,
+    /// Frames appended or being appended and not yet tombstoned.
+    live: usize,
+    /// Takes no more appends.
+    sealed: bool,
+    /// Recovery found damage in it: kept as `.broken` instead of removed.
+    damaged: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    index: HashMap<Key, Loc>,
+    segments: BTreeMap<u64, Segment>,
+    /// The segment taking appends.
+    current: Option<u64>,
+    next_seq: u64,
+}
+
+/// Makes a segment's appends durable: `fdatasync`, or a test's stand-in.
+pub(in crate::spool) type DataSync = Arc<dyn Fn(&File) -> io::Result<()> + Send + Sync>;
+
+/// The log of one spool; see the module docs.
+pub struct Log {
+    dir: PathBuf,
+    table: Mutex<Table>,
+    data_sync: DataSync,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn group_sync(file: &Arc<File>, sync: &DataSync) -> Arc<GroupSync> {
+    let (file, sync) = (file.clone(), sync.clone());
+    Arc::new(GroupSync::new(Box::new(move |_| sync(&file))))
+}
+
+impl Log {
+    pub fn new(dir: PathBuf) -> Log {
+        Log::with_sync(dir, Arc::new(File::sync_data))
+    }
+
+    /// A log whose segment syncs are `data_sync` (tombstone files still `fdatasync`).
+    pub(in crate::spool) fn with_sync(dir: PathBuf, data_sync: DataSync) -> Log {
+        Log {
+            dir,
+            table: Mutex::new(Table {
+                next_seq: 1,
+                ..Table::default()
+            }),
+            data_sync,
+        }
+    }
+
+    /// Segment syncs so far (of the segments still open), and appends
+    /// waiting for one that has not started.
+    #[cfg(test)]
+    pub(in crate::spool) fn syncs(&self) -> (u64, usize) {
+        let t = self.lock();
+        let s = t.segments.values();
+        s.fold((0, 0), |(n, g), s| {
+            (n + s.sync.syncs(), g + s.sync.gathering())
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Consistent between statements: a panic elsewhere does not poison it.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, seq: u64, ext: &str) -> PathBuf {
+        self.dir.join(format!("{seq:016x}.{ext}"))
+    }
+
+    /// Whether `id` is a message in the log (not tombstoned).
+    pub fn contains(&self, id: &str) -> bool {
+        key(id).is_some_and(|k| self.lock().index.contains_key(&k))
+    }
+
+    /// Blocking. Appends `id`'s record and message; returns once they are
+    /// durable. On `Err` nothing readable is left behind.
+    pub fn append(&self, id: &str, record: &[u8], message: &[u8]) -> io::Result<()> {
+        let k = key(id)
+            .filter(|_| super::valid_id(id))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a spool id"))?;
+        if record.len() > frame::MAX_RECORD || message.len() > frame::MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too large for the log",
+            ));
+        }
+        let mut bytes = frame::head(id, record, message);
+        bytes.extend_from_slice(message);
+        let (seq, offset, file, sync) = self.reserve(bytes.len() as u64)?;
+        let written = file
+            .write_all_at(&bytes, offset)
+            .and_then(|()| sync.covered(&self.dir));
+        match written {
+            Ok(()) => {
+                let loc = Loc {
+                    seq,
+                    offset,
+                    len: bytes.len(),
+                };
+                self.lock().index.insert(k, loc);
+                Ok(())
+            }
+            Err(e) => {
+                // Not acknowledged: it must never be delivered.
+                let _ = file.write_all_at(&[0; 8], offset);
+                let mut t = self.lock();
+                if let Some(s) = t.segments.get_mut(&seq) {
+                    s.sealed = true;
+                    s.live -= 1;
+                }
+                if t.current == Some(seq) {
+                    t.current = None;
+                }
+                self.remove_if_finished(&mut t, seq);
+                Err(e)
+            }
+        }
+    }
+
+    /// Room for `len` bytes in the current segment (a new one when needed).
+    fn reserve(&self, len: u64) -> io::Result<(u64, u64, Arc<File>, Arc<GroupSync>)> {
+        let mut t = self.lock();
+        if let Some(seq) = t.current
+            && t.segments[&seq].len >= SEGMENT_MAX
+        {
+            t.segments.get_mut(&seq).expect("current segment").sealed = true;
+            t.current = None;
+            self.remove_if_finished(&mut t, seq);
+        }
+        let seq = match t.current {
+            Some(seq) => seq,
+            None => {
+                let seq = t.next_seq;
+                let segment = self.create(seq)?;
+                t.next_seq += 1;
+                t.segments.insert(seq, segment);
+                t.current = Some(seq);
+                seq
+            }
+        };
+        let s = t.segments.get_mut(&seq).expect("current segment");
+        let offset = s.len;
+        s.len += len;
+        s.live += 1;
+        Ok((seq, offset, s.file.clone(), s.sync.clone()))
+    }
+
+    /// A new, empty segment whose names are durable in `log/`.
+    fn create(&self, seq: u64) -> io::Result<Segment> {
+        let file = Arc::new(fsio::create_new(&self.path(seq, "log"))?);
+        let done = match fsio::create_new(&self.path(seq, "done")) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                let _ = std::fs::remove_file(self.path(seq, "log"));
+                return Err(e);
+            }
+        };
+        fsio::sync_dir(&self.dir)?;
+        Ok(Segment::new(file, done, 0, 0, &self.data_sync))
+    }
+
+    /// Blocking. The record and message of `id`, read back and checked;
+    /// `None` when `id` is not in the log.
+    pub fn read(&self, id: &str) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(k) = key(id) else { return Ok(None) };
+        let (loc, file) = {
+            let t = self.lock();
+            let Some(loc) = t.index.get(&k).copied() else {
+                return Ok(None);
+            };
+            (loc, t.segments[&loc.seq].file.clone())
+        };
+        let mut bytes = vec![0; loc.len];
+        file.read_exact_at(&mut bytes, loc.offset)?;
+        match frame::scan(&bytes).into_iter().next() {
+            Some(frame::Found::Frame(f)) if f.id == id && f.len() == loc.len => {
+                let message = bytes.split_off(f.message.start);
+                bytes.truncate(f.record.end);
+                Ok(Some((bytes.split_off(f.record.start), message)))
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the log frame of {id} no longer matches its checksum"),
+            )),
+        }
+    }
+
+    /// Blocking. Takes `id` out of the log for good: returns once its
+    /// tombstone is durable. `Ok(false)` when `id` was not in the log. On
+    /// `Err` the message is out of the index but still on disk: the next
+    /// start finds it again.
+    pub fn tombstone(&self, id: &str) -> io::Result<bool> {
+        let Some(k) = key(id) else { return Ok(false) };
+        let line = [id.as_bytes(), b"\n"].concat();
+        let (seq, at, done, sync) = {
+            let mut t = self.lock();
+            let Some(loc) = t.index.remove(&k) else {
+                return Ok(false);
+            };
+            let s = t
+                .segments
+                .get_mut(&loc.seq)
+                .expect("segment of an indexed frame");
+            let at = s.done_len;
+            s.done_len += line.len() as u64;
+            (loc.seq, at, s.done.clone(), s.done_sync.clone())
+        };
+        done.write_all_at(&line, at)?;
+        sync.covered(&self.dir)?;
+        let mut t = self.lock();
+        if let Some(s) = t.segments.get_mut(&seq) {
+            s.live -= 1;
+        }
+        self.remove_if_finished(&mut t, seq);
+        Ok(true)
+    }
+
+    /// Removes a sealed segment no frame lives in any more (a damaged one
+    /// is kept as `.broken` for the operator).
+    fn remove_if_finished(&self, t: &mut Table, seq: u64) {
+        let finished = t
+            .segments
+            .get(&seq)
+            .is_some_and(|s| s.sealed && s.live == 0);
+        if !finished {
+            return;
+        }
+        let s = t.segments.remove(&seq).expect("segment");
+        let log = self.path(seq, "log");
+        let removed = if s.damaged {
+            std::fs::rename(&log, self.path(seq, "log.broken"))
+        } else {
+            std::fs::remove_file(&log)
+        };
+        // The tombstones go only once their segment has: a crash in
+        // between leaves a tombstone file recovery removes.
+        match removed.and_then(|()| std::fs::remove_file(self.path(seq, "done"))) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(segment = %log.display(), error = %e, "cannot remove a finished log segment; the next start removes it")
+            }
+        }
+    }
+}
+
+impl Segment {
+    fn new(file: Arc<File>, done: Arc<File>, len: u64, done_len: u64, sync: &DataSync) -> Segment {
+        Segment {
+            done_len,
+            sync: group_sync(&file, sync),
+            done_sync: group_sync(&done, &(Arc::new(File::sync_data) as DataSync)),
+            file,
+            done,
+            len,
+            live: 0,
+            sealed: false,
+            damaged: false,
+        }
+    }
+}
+
+/// `<seq>.<ext>` names in `log/`.
+fn seq_of(name: &str, ext: &str) -> Option<u64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    (stem.len() == 16
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| u64::from_str_radix(stem, 16).ok())
+    .flatten()
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
