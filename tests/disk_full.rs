@@ -74,7 +74,11 @@ fn sendmail(maildrop: &Path, subject: &str) -> std::process::Output {
         .env("POSTRELAY_SMTP__LISTEN", "127.0.0.1:9")
         .env("POSTRELAY_SENDMAIL__MAILDROP", maildrop)
         .env("POSTRELAY_LOCAL__DOMAIN", "host.example");
-    run_with_input(&mut cmd, support::simple_message(subject).as_bytes())
+    // Larger than a page: it cannot slip into the slack of a spool file's
+    // last page on a full disk.
+    let filler = format!("{}\r\n", "d".repeat(78)).repeat(200);
+    let msg = format!("{}{filler}", support::simple_message(subject));
+    run_with_input(&mut cmd, msg.as_bytes())
 }
 
 #[test]

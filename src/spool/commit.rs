@@ -154,28 +154,28 @@ impl Incoming {
             credential,
         );
         let pending = std::mem::take(&mut self.pending);
-        let spool2 = spool.clone();
-        let meta2 = meta.clone();
         let tmp_eml = self.path.take().expect("incoming path");
-        let durable = match self.file.take() {
+        match self.file.take() {
             // Never spilled: the whole message is held.
-            None => tokio::task::spawn_blocking(move || {
-                let record = entry::encode(&meta2);
-                spool2
+            None => {
+                let record = entry::encode(&meta);
+                spool
                     .log
-                    .append(&meta2.id, &record, &pending)
-                    .map_err(SpoolError::from_io)
-            }),
+                    .append(&meta.id, &record, &pending)
+                    .await
+                    .map_err(SpoolError::from_io)?;
+            }
             Some(file) => {
                 self.created = false;
+                let spool2 = spool.clone();
+                let meta2 = meta.clone();
                 tokio::task::spawn_blocking(move || {
                     spool2.link_into_queue(&file, &pending, &tmp_eml, &meta2)
                 })
+                .await
+                .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
             }
-        };
-        durable
-            .await
-            .map_err(|e| SpoolError::Io(io::Error::other(e)))??;
+        }
         spool
             .sched()
             .insert(&meta.id, Instant::now(), meta.received_at);

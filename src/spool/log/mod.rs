@@ -1,8 +1,8 @@
 //! The message log: accepted messages small enough to be held in memory
 //! are appended to a shared segment file (`log/<seq>.log`, see [`frame`])
-//! instead of getting two files each. One `fdatasync` of the segment
-//! covers every message appended before it started (group commit, through
-//! [`GroupSync`]); no file is created, renamed or unlinked per message.
+//! instead of getting two files each. One thread, the [`writer`], appends
+//! every frame waiting for it with one write and one `fdatasync` (group
+//! commit); no file is created, renamed or unlinked per message.
 //!
 //! An entry leaves the log by a tombstone, its id appended to the
 //! segment's `log/<seq>.done` and synced the same way: when delivered,
@@ -10,21 +10,24 @@
 //! the first time its record changes (a retry, a hold). A segment whose
 //! every frame is tombstoned and that takes no more appends is removed.
 //!
-//! Invariants: [`Log::append`] returns `Ok` only once the frame is on disk
-//! (the segment's own sync, started after the write, succeeded); a frame
-//! whose append failed is made unreadable (its magic zeroed) before the
-//! error returns. A segment with an appended-to frame not yet tombstoned
+//! Invariants: an append is answered `Ok` only once its frame is on disk
+//! (the segment's sync, started after the write, succeeded); the frames of
+//! a failed write are cut off the segment, which takes no more appends,
+//! before the error is answered. A segment with an appended-to frame not yet tombstoned
 //! or failed is never removed. Every path is `log/` plus a name built here
 //! from a sequence number.
 
 mod frame;
 mod recover;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
+use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::fsio;
@@ -54,8 +57,6 @@ struct Loc {
 struct Segment {
     file: Arc<File>,
     done: Arc<File>,
-    /// Covers appends to `file`.
-    sync: Arc<GroupSync>,
     /// Covers tombstones appended to `done`.
     done_sync: Arc<GroupSync>,
     /// Bytes reserved so far (the next frame's offset).
@@ -84,9 +85,27 @@ pub(in crate::spool) type DataSync = Arc<dyn Fn(&File) -> io::Result<()> + Send 
 
 /// The log of one spool; see the module docs.
 pub struct Log {
+    shared: Arc<Shared>,
+    /// Hands frames to the writer thread (started by the first append).
+    writer: Mutex<Option<std::sync::mpsc::Sender<writer::Job>>>,
+}
+
+/// What the writer thread shares with the rest of the spool.
+pub struct Shared {
     dir: PathBuf,
     table: Mutex<Table>,
     data_sync: DataSync,
+    /// Frames handed to the writer and not yet taken by it.
+    waiting: AtomicUsize,
+    /// Segment syncs done.
+    syncs: AtomicU64,
+}
+
+impl Deref for Log {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl std::fmt::Debug for Log {
@@ -97,9 +116,9 @@ impl std::fmt::Debug for Log {
     }
 }
 
-fn group_sync(file: &Arc<File>, sync: &DataSync) -> Arc<GroupSync> {
-    let (file, sync) = (file.clone(), sync.clone());
-    Arc::new(GroupSync::new(Box::new(move |_| sync(&file))))
+fn group_sync(file: &Arc<File>) -> Arc<GroupSync> {
+    let file = file.clone();
+    Arc::new(GroupSync::new(Box::new(move |_| file.sync_data())))
 }
 
 impl Log {
@@ -109,27 +128,31 @@ impl Log {
 
     /// A log whose segment syncs are `data_sync` (tombstone files still `fdatasync`).
     pub(in crate::spool) fn with_sync(dir: PathBuf, data_sync: DataSync) -> Log {
-        Log {
+        let shared = Shared {
             dir,
             table: Mutex::new(Table {
                 next_seq: 1,
                 ..Table::default()
             }),
             data_sync,
+            waiting: AtomicUsize::new(0),
+            syncs: AtomicU64::new(0),
+        };
+        Log {
+            shared: Arc::new(shared),
+            writer: Mutex::new(None),
         }
     }
 
-    /// Segment syncs so far (of the segments still open), and appends
-    /// waiting for one that has not started.
+    /// Segment syncs so far, and appends waiting for the writer.
     #[cfg(test)]
     pub(in crate::spool) fn syncs(&self) -> (u64, usize) {
-        let t = self.lock();
-        let s = t.segments.values();
-        s.fold((0, 0), |(n, g), s| {
-            (n + s.sync.syncs(), g + s.sync.gathering())
-        })
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.syncs.load(Relaxed), self.waiting.load(Relaxed))
     }
+}
 
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, Table> {
         // Consistent between statements: a panic elsewhere does not poison it.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
@@ -144,79 +167,6 @@ impl Log {
         key(id).is_some_and(|k| self.lock().index.contains_key(&k))
     }
 
-    /// Blocking. Appends `id`'s record and message; returns once they are
-    /// durable. On `Err` nothing readable is left behind.
-    pub fn append(&self, id: &str, record: &[u8], message: &[u8]) -> io::Result<()> {
-        let k = key(id)
-            .filter(|_| super::valid_id(id))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a spool id"))?;
-        if record.len() > frame::MAX_RECORD || message.len() > frame::MAX_MESSAGE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "too large for the log",
-            ));
-        }
-        let mut bytes = frame::head(id, record, message);
-        bytes.extend_from_slice(message);
-        let (seq, offset, file, sync) = self.reserve(bytes.len() as u64)?;
-        let written = file
-            .write_all_at(&bytes, offset)
-            .and_then(|()| sync.covered(&self.dir));
-        match written {
-            Ok(()) => {
-                let loc = Loc {
-                    seq,
-                    offset,
-                    len: bytes.len(),
-                };
-                self.lock().index.insert(k, loc);
-                Ok(())
-            }
-            Err(e) => {
-                // Not acknowledged: it must never be delivered.
-                let _ = file.write_all_at(&[0; 8], offset);
-                let mut t = self.lock();
-                if let Some(s) = t.segments.get_mut(&seq) {
-                    s.sealed = true;
-                    s.live -= 1;
-                }
-                if t.current == Some(seq) {
-                    t.current = None;
-                }
-                self.remove_if_finished(&mut t, seq);
-                Err(e)
-            }
-        }
-    }
-
-    /// Room for `len` bytes in the current segment (a new one when needed).
-    fn reserve(&self, len: u64) -> io::Result<(u64, u64, Arc<File>, Arc<GroupSync>)> {
-        let mut t = self.lock();
-        if let Some(seq) = t.current
-            && t.segments[&seq].len >= SEGMENT_MAX
-        {
-            t.segments.get_mut(&seq).expect("current segment").sealed = true;
-            t.current = None;
-            self.remove_if_finished(&mut t, seq);
-        }
-        let seq = match t.current {
-            Some(seq) => seq,
-            None => {
-                let seq = t.next_seq;
-                let segment = self.create(seq)?;
-                t.next_seq += 1;
-                t.segments.insert(seq, segment);
-                t.current = Some(seq);
-                seq
-            }
-        };
-        let s = t.segments.get_mut(&seq).expect("current segment");
-        let offset = s.len;
-        s.len += len;
-        s.live += 1;
-        Ok((seq, offset, s.file.clone(), s.sync.clone()))
-    }
-
     /// A new, empty segment whose names are durable in `log/`.
     fn create(&self, seq: u64) -> io::Result<Segment> {
         let file = Arc::new(fsio::create_new(&self.path(seq, "log"))?);
@@ -228,7 +178,7 @@ impl Log {
             }
         };
         fsio::sync_dir(&self.dir)?;
-        Ok(Segment::new(file, done, 0, 0, &self.data_sync))
+        Ok(Segment::new(file, done, 0, 0))
     }
 
     /// Blocking. The record and message of `id`, read back and checked;
@@ -316,11 +266,10 @@ impl Log {
 }
 
 impl Segment {
-    fn new(file: Arc<File>, done: Arc<File>, len: u64, done_len: u64, sync: &DataSync) -> Segment {
+    fn new(file: Arc<File>, done: Arc<File>, len: u64, done_len: u64) -> Segment {
         Segment {
             done_len,
-            sync: group_sync(&file, sync),
-            done_sync: group_sync(&done, &(Arc::new(File::sync_data) as DataSync)),
+            done_sync: group_sync(&done),
             file,
             done,
             len,

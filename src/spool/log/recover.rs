@@ -180,7 +180,7 @@ impl Log {
             let done = self.open_done(seq)?;
             let done_len = done.metadata()?.len();
             let (file, done) = (Arc::new(file), Arc::new(done));
-            let mut s = Segment::new(file, done, r.bytes.len() as u64, done_len, &self.data_sync);
+            let mut s = Segment::new(file, done, r.bytes.len() as u64, done_len);
             s.sealed = true;
             let found = frame::scan(&r.bytes);
             for f in &found {

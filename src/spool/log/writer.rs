@@ -1,0 +1,186 @@
+//! The log's writer thread: it takes every frame waiting for it, writes
+//! them with one `pwrite` at the current segment's end, makes them durable
+//! with one `fdatasync`, indexes them, then answers each committer. Only
+//! this thread appends, so frames never interleave and a failed write can
+//! be cut off the segment's end.
+//!
+//! Invariant: a committer hears `Ok` only after the sync that followed its
+//! frame's write succeeded; on any failure every frame of that write is cut
+//! off (the segment truncated to where the write began, and sealed).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, Receiver};
+
+use tokio::sync::oneshot;
+
+use super::{Key, Loc, Log, SEGMENT_MAX, Shared, frame, key};
+
+/// Most frames, and bytes, one write carries.
+const MAX_FRAMES: usize = 512;
+const MAX_BYTES: usize = 8 << 20;
+
+/// One frame to append, and who waits for it.
+pub struct Job {
+    key: Key,
+    bytes: Vec<u8>,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+impl Log {
+    /// Hands `id`'s frame to the writer; the receiver hears once it is
+    /// durable (or why it is not, with nothing readable left behind).
+    pub fn submit(
+        &self,
+        id: &str,
+        record: &[u8],
+        message: &[u8],
+    ) -> io::Result<oneshot::Receiver<io::Result<()>>> {
+        let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
+        let key = key(id)
+            .filter(|_| crate::spool::valid_id(id))
+            .ok_or_else(|| invalid("not a spool id"))?;
+        if record.len() > frame::MAX_RECORD || message.len() > frame::MAX_MESSAGE {
+            return Err(invalid("too large for the log"));
+        }
+        let mut bytes = frame::head(id, record, message);
+        bytes.extend_from_slice(message);
+        let (done, heard) = oneshot::channel();
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.is_none() {
+            let (tx, rx) = mpsc::channel();
+            let shared = self.shared.clone();
+            std::thread::Builder::new()
+                .name("postrelay-log".into())
+                .spawn(move || run(&shared, &rx))?;
+            *writer = Some(tx);
+        }
+        self.waiting.fetch_add(1, Relaxed);
+        let job = Job { key, bytes, done };
+        if writer.as_ref().expect("writer").send(job).is_err() {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(io::Error::other("the log writer has stopped"));
+        }
+        Ok(heard)
+    }
+
+    /// Appends `id`'s record and message; resolves once they are durable.
+    pub async fn append(&self, id: &str, record: &[u8], message: &[u8]) -> io::Result<()> {
+        let heard = self.submit(id, record, message)?;
+        heard
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the log writer has stopped")))
+    }
+
+    /// [`append`](Log::append) for a thread outside the async runtime.
+    #[cfg(test)]
+    pub fn append_blocking(&self, id: &str, record: &[u8], message: &[u8]) -> io::Result<()> {
+        let heard = self.submit(id, record, message)?;
+        heard
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the log writer has stopped")))
+    }
+}
+
+/// The writer thread: until every sender is gone.
+fn run(shared: &Shared, jobs: &Receiver<Job>) {
+    let mut buf = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].bytes.len();
+        while batch.len() < MAX_FRAMES && bytes < MAX_BYTES {
+            let Ok(job) = jobs.try_recv() else { break };
+            bytes += job.bytes.len();
+            batch.push(job);
+        }
+        shared.waiting.fetch_sub(batch.len(), Relaxed);
+        let written = shared.write(&batch, &mut buf);
+        for job in batch {
+            let _ = job.done.send(written.as_ref().map(|_| ()).map_err(copy));
+        }
+    }
+}
+
+/// An `io::Error` for one more committer (the OS code kept: a full disk stays one).
+fn copy(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Shared {
+    /// Writes and syncs `batch` as one; indexes its frames once durable.
+    fn write(&self, batch: &[Job], buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        for job in batch {
+            buf.extend_from_slice(&job.bytes);
+        }
+        let (seq, start, file) = self.reserve(buf.len() as u64, batch.len())?;
+        let written = file
+            .write_all_at(buf, start)
+            .and_then(|()| (self.data_sync)(&file));
+        self.syncs.fetch_add(1, Relaxed);
+        let mut t = self.lock();
+        match written {
+            Ok(()) => {
+                let mut offset = start;
+                for job in batch {
+                    let len = job.bytes.len();
+                    t.index.insert(job.key, Loc { seq, offset, len });
+                    offset += len as u64;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Never acknowledged: cut off, so they can never be delivered.
+                if file.set_len(start).is_err() {
+                    let mut offset = start;
+                    for job in batch {
+                        let _ = file.write_all_at(&[0; 8], offset);
+                        offset += job.bytes.len() as u64;
+                    }
+                }
+                if let Some(s) = t.segments.get_mut(&seq) {
+                    s.sealed = true;
+                    s.live -= batch.len();
+                }
+                t.current = None;
+                self.remove_if_finished(&mut t, seq);
+                Err(e)
+            }
+        }
+    }
+
+    /// Room for `len` bytes of `frames` frames at the current segment's end
+    /// (a new segment when there is none or it is full).
+    fn reserve(&self, len: u64, frames: usize) -> io::Result<(u64, u64, Arc<File>)> {
+        let mut t = self.lock();
+        if let Some(seq) = t.current
+            && t.segments[&seq].len >= SEGMENT_MAX
+        {
+            t.segments.get_mut(&seq).expect("current segment").sealed = true;
+            t.current = None;
+            self.remove_if_finished(&mut t, seq);
+        }
+        let seq = match t.current {
+            Some(seq) => seq,
+            None => {
+                let seq = t.next_seq;
+                let segment = self.create(seq)?;
+                t.next_seq += 1;
+                t.segments.insert(seq, segment);
+                t.current = Some(seq);
+                seq
+            }
+        };
+        let s = t.segments.get_mut(&seq).expect("current segment");
+        let offset = s.len;
+        s.len += len;
+        s.live += frames;
+        Ok((seq, offset, s.file.clone()))
+    }
+}
