@@ -18,7 +18,6 @@ use super::decide::{Attempt, Now, decide};
 use super::gate::{Admit, Gate, LONG_RETRY_AFTER};
 use crate::backends::Outcome;
 use crate::mapping::ApiCall;
-use crate::message::Envelope;
 use crate::observability::maillog;
 use crate::spool::Claim;
 use crate::spool::Meta;
@@ -79,26 +78,6 @@ impl Engine {
         };
         self.deliver_admitted(claim, meta, Work::Raw(raw), admitted, shutdown)
             .await
-    }
-
-    /// Loads a claimed entry; `None` when it cannot be (it is released).
-    pub(super) async fn load(&self, claim: Claim) -> Option<(Claim, Meta, Vec<u8>)> {
-        let spool = self.spool.clone();
-        let loaded = blocking("spool loader", move || {
-            let loaded = spool.load(&claim);
-            (claim, loaded)
-        })
-        .await;
-        match loaded {
-            Ok((claim, Ok((meta, raw)))) => Some((claim, meta, raw)),
-            Ok((claim, Err(e))) => {
-                tracing::error!(id = claim.id(), error = %e, "cannot load spooled message; will look again later");
-                let later = Instant::now() + self.policy.hold_for(rand::random());
-                self.spool.release(claim, later);
-                None
-            }
-            Err(_) => None,
-        }
     }
 
     /// Holds a message whose credential's gate is paused until `until`.
@@ -162,45 +141,6 @@ impl Engine {
     fn probe_without_answer(&self, probe: bool) {
         if probe {
             self.gate.probe_ended(Instant::now());
-        }
-    }
-
-    /// The calls that deliver what is pending of `meta`, mapped from `raw`.
-    /// `Ok(None)`: nothing is pending (a crash after the last part).
-    pub(super) async fn map_pending(
-        &self,
-        meta: &Meta,
-        raw: Vec<u8>,
-    ) -> Result<Option<Vec<ApiCall>>, Attempt> {
-        let pending = meta.pending_recipients();
-        if pending.is_empty() {
-            return Ok(None);
-        }
-        let envelope = Envelope {
-            mail_from: meta.envelope.mail_from.clone(),
-            rcpt_to: pending,
-        };
-        let mapper = self.mapper.clone();
-        let stream = self
-            .credentials
-            .stream(&meta.credential)
-            .map(str::to_string);
-        let id = meta.id.clone();
-        let mapped = blocking("mapping", move || {
-            mapper.map_for(&id, &envelope, &raw, stream.as_deref())
-        })
-        .await;
-        match mapped {
-            Ok(Ok(m)) => {
-                note_untraced(&meta.id, &m.warnings);
-                Ok(Some(m.calls))
-            }
-            Ok(Err(e)) => Err(Attempt::Unmappable {
-                reason: e.to_string(),
-            }),
-            Err(panic) => Err(Attempt::Unmappable {
-                reason: format!("the mapping panicked: {panic}"),
-            }),
         }
     }
 
@@ -373,13 +313,6 @@ pub(super) struct Answer<'a> {
 }
 
 /// Logs that a message went without its trace (`postmark.trace_metadata`).
-fn note_untraced(id: &str, warnings: &[String]) {
-    let skipped = crate::mapping::postmark::TRACE_SKIPPED;
-    for warning in warnings.iter().filter(|w| w.starts_with(skipped)) {
-        tracing::warn!(id, "{warning}");
-    }
-}
-
 fn outcome_label(o: &Outcome) -> &'static str {
     match o {
         Outcome::Delivered { .. } => "delivered",

@@ -1,9 +1,10 @@
 //! Batch delivery: several due messages in one API call, when the backend
 //! has a batch endpoint ([`BatchSender`]) and more than one message is due.
 //!
-//! The claimed messages are loaded and mapped one by one and packed, per
-//! credential, into open calls; a call that cannot take the next message is
-//! sent first, so at most one call per credential is held in memory. A
+//! The claimed messages are loaded and mapped a chunk at a time (see
+//! [`prepare`](super::prepare)) and packed, per credential, into open
+//! calls; a call that cannot take the next message is sent first, so at
+//! most one call per credential and one chunk are held in memory. A
 //! message is an element per call of its mapping (a split message gives
 //! each of its parts), all in the same batch call, so its parts are
 //! answered together and recorded before anything else of it is sent.
@@ -18,6 +19,8 @@
 //! A message that could go alone (the only one for its credential, a
 //! credential probe, or parts over the caps) takes the single path
 //! (`/email`), one call at a time under this batch's permit.
+
+use std::collections::VecDeque;
 
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -78,69 +81,53 @@ impl Engine {
         };
         let mut open: Vec<Open> = Vec::new();
         let mut alone: Vec<(Claim, Meta, Work, Admitted)> = Vec::new();
-        for claim in claims {
-            let Some((claim, meta, raw)) = self.load(claim).await else {
-                continue;
-            };
-            let sending = self.sending(&meta);
-            match sending.gate.admit(Instant::now()) {
-                Admit::All => {}
-                Admit::Probe => {
-                    let admitted = admitted(sending, true);
-                    alone.push((claim, meta, Work::Raw(raw), admitted));
-                    continue;
-                }
-                Admit::Until(until) => {
-                    self.hold_paused(claim, meta, until).await;
-                    continue;
+        let mut claims: VecDeque<Claim> = claims.into();
+        while !claims.is_empty() {
+            let mut to_map = Vec::new();
+            for (claim, meta, raw) in self.load_chunk(&mut claims).await {
+                let sending = self.sending(&meta);
+                match sending.gate.admit(Instant::now()) {
+                    Admit::All => to_map.push((claim, meta, raw, sending)),
+                    Admit::Probe => {
+                        let admitted = admitted(sending, true);
+                        alone.push((claim, meta, Work::Raw(raw), admitted));
+                    }
+                    Admit::Until(until) => self.hold_paused(claim, meta, until).await,
                 }
             }
-            let calls = match self.map_pending(&meta, raw).await {
-                Ok(Some(calls)) => calls,
-                Ok(None) => {
-                    self.conclude(claim, meta, Attempt::Answered).await;
+            let inputs = to_map
+                .iter_mut()
+                .map(|(_, meta, raw, _)| (&*meta, std::mem::take(raw)))
+                .collect();
+            let mapped = self.map_all(inputs).await;
+            for ((claim, meta, _, sending), calls) in to_map.into_iter().zip(mapped) {
+                let calls = match calls {
+                    Ok(Some(calls)) => calls,
+                    Ok(None) => {
+                        self.conclude(claim, meta, Attempt::Answered).await;
+                        continue;
+                    }
+                    Err(attempt) => {
+                        self.conclude(claim, meta, attempt).await;
+                        continue;
+                    }
+                };
+                let sizes: Vec<usize> = calls.iter().map(ApiCall::encoded_len).collect();
+                if !Load::default().fits(&sizes, limits) {
+                    let admitted = admitted(sending, false);
+                    alone.push((claim, meta, Work::Mapped(calls), admitted));
                     continue;
                 }
-                Err(attempt) => {
-                    self.conclude(claim, meta, attempt).await;
-                    continue;
-                }
-            };
-            let sizes: Vec<usize> = calls.iter().map(ApiCall::encoded_len).collect();
-            if !Load::default().fits(&sizes, limits) {
-                let admitted = admitted(sending, false);
-                alone.push((claim, meta, Work::Mapped(calls), admitted));
-                continue;
+                let ready = Ready {
+                    claim,
+                    meta,
+                    calls,
+                    sizes,
+                    sending,
+                };
+                self.place(batch, ready, &mut open, limits, &mut alone, shutdown)
+                    .await;
             }
-            let key = (
-                sending.own.as_ref().map(|s| s.expose_secret().to_string()),
-                self.sending_label(&meta.credential),
-            );
-            let ready = Ready {
-                claim,
-                meta,
-                calls,
-                sizes,
-                sending,
-            };
-            let at = match open.iter().position(|o| o.key == key) {
-                Some(at) => at,
-                None => {
-                    open.push(Open {
-                        key,
-                        messages: Vec::new(),
-                        load: Load::default(),
-                    });
-                    open.len() - 1
-                }
-            };
-            if !open[at].load.fits(&ready.sizes, limits) {
-                let full = std::mem::take(&mut open[at].messages);
-                open[at].load = Load::default();
-                self.send_call(batch, full, &mut alone, shutdown).await;
-            }
-            open[at].load = open[at].load.with(&ready.sizes);
-            open[at].messages.push(ready);
         }
         for call in open {
             self.send_call(batch, call.messages, &mut alone, shutdown)
@@ -150,6 +137,45 @@ impl Engine {
             self.deliver_admitted(claim, meta, work, admitted, shutdown)
                 .await;
         }
+    }
+
+    /// Puts `ready` into its credential's open call, sending that call
+    /// first when it cannot take it.
+    async fn place(
+        &self,
+        batch: &dyn BatchSender,
+        ready: Ready,
+        open: &mut Vec<Open>,
+        limits: Limits,
+        alone: &mut Vec<(Claim, Meta, Work, Admitted)>,
+        shutdown: &CancellationToken,
+    ) {
+        let key = (
+            ready
+                .sending
+                .own
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
+            self.sending_label(&ready.meta.credential),
+        );
+        let at = match open.iter().position(|o| o.key == key) {
+            Some(at) => at,
+            None => {
+                open.push(Open {
+                    key,
+                    messages: Vec::new(),
+                    load: Load::default(),
+                });
+                open.len() - 1
+            }
+        };
+        if !open[at].load.fits(&ready.sizes, limits) {
+            let full = std::mem::take(&mut open[at].messages);
+            open[at].load = Load::default();
+            self.send_call(batch, full, alone, shutdown).await;
+        }
+        open[at].load = open[at].load.with(&ready.sizes);
+        open[at].messages.push(ready);
     }
 
     /// Sends one batch call for `messages` (one credential) and records each

@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod decide;
 pub mod gate;
 pub mod pack;
+mod prepare;
 pub mod ratelimit;
 
 use std::sync::Arc;
