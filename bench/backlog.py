@@ -18,7 +18,7 @@ bench/throughput.py (bench/mockapi.py):
  4. `postrelay queue list` time (reads every record; output discarded).
  5. the mock answers 200 again, `postrelay queue retry --all` makes every
     message due, and the script times the drain until the mock has all N and
-    queue/ is empty: drain msg/s, API calls per message during the drain.
+    the queue is empty: drain msg/s, API calls per message during the drain.
 
 Per-message columns (KB/msg, us/msg) make a linear cost visible as a flat
 figure across the N values. Times depend on machine load; counts do not.
@@ -73,7 +73,7 @@ def drained(relay, mock, n, accepted, base_rss, queued_rss, queued_hwm):
     # report "no spool entry" and exit 1: expected, so not checked.
     subprocess.run([tp.BIN, "queue", "retry", "--all"], env=relay.env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tp.wait_until("the backlog to drain", lambda: relay.queue_files() == 0, secs=1800)
+    tp.wait_until("the backlog to drain", lambda: relay.queued() == 0, secs=1800)
     drain = time.monotonic() - t
     stats = mock.stats()
     calls, sent = stats["calls"], stats["emails"]

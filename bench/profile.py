@@ -17,7 +17,7 @@ A release postrelay (backend postmark, pointed at bench/mockapi.py, as in
 bench/throughput.py) runs under `valgrind --tool=callgrind`. Once it
 listens and 20 warm-up messages are delivered, for each size: the counters are zeroed (`callgrind_control -z`),
 `smtp-source -s 4 -m N -l SIZE` sends N messages, the script waits until
-the mock has all N and queue/ is empty, and dumps the counters
+the mock has all N and the queue is empty, and dumps the counters
 (`callgrind_control -d`): that dump holds exactly receiving, committing and
 delivering N messages. `callgrind_annotate --inclusive=yes` then gives each
 function's inclusive instruction count; a phase is the sum of its root
@@ -120,7 +120,7 @@ def syscalls(mock, size):
     try:
         tp.smtp_source(relay.port, 20 + N, size, 4)
         tp.wait_until("delivery", lambda: mock.stats()["emails"] >= 20 + N, secs=1800)
-        tp.wait_until("the queue to empty", lambda: relay.queue_files() == 0, secs=600)
+        tp.wait_until("the queue to empty", lambda: relay.queued() == 0, secs=600)
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait()
@@ -168,14 +168,14 @@ def main():
         # Warm up (start-up work, the API connection), then count.
         tp.smtp_source(relay.port, 20, 2048, 4)
         tp.wait_until("warm-up delivery", lambda: mock.stats()["emails"] >= 20, secs=600)
-        tp.wait_until("the queue to empty", lambda: relay.queue_files() == 0, secs=600)
+        tp.wait_until("the queue to empty", lambda: relay.queued() == 0, secs=600)
         time.sleep(2)
         for i, size in enumerate(SIZES, start=1):
             mock.call("POST", "/__reset")
             ctl("-z", str(relay.proc.pid))
             tp.smtp_source(relay.port, N, size, 4)
             tp.wait_until("delivery", lambda: mock.stats()["emails"] >= N, secs=1800)
-            tp.wait_until("the queue to empty", lambda: relay.queue_files() == 0, secs=600)
+            tp.wait_until("the queue to empty", lambda: relay.queued() == 0, secs=600)
             ctl("-d", str(relay.proc.pid))
             dump = f"{out}.{i}"
             tp.wait_until("the dump", lambda: os.path.exists(dump), secs=60)

@@ -192,8 +192,18 @@ def main():
 
     deadline = time.time() + DRAIN
     queue = os.path.join(tmp, "spool", "queue")
+    cfg = os.path.join(tmp, "postrelay.toml")
+
+    def queued_ids():
+        """Ids still queued, in the log or as files, as `postrelay queue list` reads them."""
+        env = {"PATH": os.environ.get("PATH", ""),
+               "POSTRELAY_SPOOL__DIR": os.path.join(tmp, "spool")}
+        out = subprocess.run([binary, "--config", cfg, "queue", "list", "--json"],
+                             env=env, capture_output=True, text=True)
+        return {m["id"] for m in json.loads(out.stdout or "[]")} if out.returncode == 0 else None
+
     while time.time() < deadline:
-        if not [n for n in os.listdir(queue) if n.endswith(".json")]:
+        if queued_ids() == set():
             got = accepted()
             if all(s in got for s in acked):
                 break
@@ -205,8 +215,8 @@ def main():
 
     counts = accepted()
     # Still queued when the drain deadline passed: late, not lost.
-    queued = sorted(s for s in acked if s not in counts
-                    and os.path.exists(os.path.join(queue, acked[s] + ".json")))
+    still = queued_ids() or set()
+    queued = sorted(s for s in acked if s not in counts and acked[s] in still)
     late = set(queued)
     lost = sorted(s for s in acked if s not in counts and s not in late)
     dups = sorted(s for s, n in counts.items() if n > 1)
@@ -234,7 +244,8 @@ def main():
             in_flight.append(s)
         else:
             unexplained.append(s)
-    leftover = [n for n in os.listdir(queue)] + os.listdir(os.path.join(tmp, "spool", "failed"))
+    leftover = ([n for n in os.listdir(queue)] + os.listdir(os.path.join(tmp, "spool", "failed"))
+                + sorted(still))
 
     print("kills                      %d in %.0f s" % (N, elapsed))
     print("acknowledged               %d" % len(acked))
@@ -246,7 +257,7 @@ def main():
     print("  explained (in flight)    %d" % len(in_flight))
     print("  unexplained              %d %s" % (len(unexplained), unexplained[:10]))
     print("broken / parked entries    %d / %d" % (broken, parked))
-    print("left in queue/ + failed/   %d" % len(leftover))
+    print("left queued or in failed/  %d" % len(leftover))
     for s in unexplained[:5]:
         calls = sorted((a, d) for subjects, a, d in CALLS if s in subjects)
         for a, d in calls:

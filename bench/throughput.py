@@ -43,11 +43,11 @@ just before it writes the message's final ".\\r\\n" and when the reply line
 arrives; the client runs on the same 2 cores, so the figure includes its
 own scheduling delay. And once, fsyncs per message: `strace -f -y -e
 trace=fsync,fdatasync,syncfs` attached to the daemon over a 2 KB x 20-session
-run, each call tallied by the file it synced (message, record, queue/ dir,
-other): once with delivery paced at 1 msg/s (the receiving path alone), once
-accepted and delivered. Per-file fsyncs per message do not depend on machine
-load; shared queue/ syncs per message fall as more commits overlap (more
-sessions, slower disk); rates, CPU and latency depend on load.
+run, each call tallied by the file it synced (log segment, log tombstones,
+message, record, queue/ dir, other): once with delivery paced at 1 msg/s
+(the receiving path alone), once accepted and delivered. Shared syncs per
+message (segment, tombstones, directories) fall as more commits overlap
+(more sessions, slower disk); rates, CPU and latency depend on load.
 """
 
 import asyncio
@@ -206,8 +206,13 @@ class Relay:
         wait_port(self.port, self.proc)
         self.ready_after = time.monotonic() - self.started
 
-    def queue_files(self):
-        return len(os.listdir(os.path.join(self.dir, "spool", "queue")))
+    def queued(self):
+        """Messages still queued, in the log or as files, as `postrelay queue list` reads them."""
+        import json
+
+        out = subprocess.run([BIN, "queue", "list", "--json"], env=self.env, check=True,
+                             capture_output=True, text=True).stdout
+        return len(json.loads(out))
 
     def stop(self):
         self.proc.terminate()
@@ -385,7 +390,7 @@ def fsync_tally(tmp, mock, n, deliver):
         smtp_source(relay.port, n, 2048, 20)
         if deliver:
             wait_until("delivery", lambda: mock.stats()["emails"] >= n)
-            wait_until("the queue to empty", lambda: relay.queue_files() == 0)
+            wait_until("the queue to empty", lambda: relay.queued() == 0)
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait()
@@ -395,7 +400,10 @@ def fsync_tally(tmp, mock, n, deliver):
         if "sync(" not in line or "resumed" in line:
             continue
         path = line.split("<", 1)[1].split(">", 1)[0]
-        kind = ("message file" if path.endswith(".eml") else
+        kind = ("log segment" if path.endswith(".log") else
+                "log tombstones" if path.endswith(".done") else
+                "log/ directory" if path.endswith("/log") else
+                "message file" if path.endswith(".eml") else
                 "record file" if ".json" in path or path.endswith(".tmp") else
                 "queue/ directory" if path.endswith("/queue") else
                 "failed/ directory" if path.endswith("/failed") else "other: " + path)
