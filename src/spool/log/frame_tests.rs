@@ -115,3 +115,59 @@ fn a_frame_whose_id_is_not_a_ulid_is_refused() {
     seg[16..20].copy_from_slice(&sum.finalize().to_le_bytes());
     assert!(matches!(scan(&seg)[..], [Found::Gap { .. }]));
 }
+
+/// Every input: gaps and frames tile it exactly, in order, and each frame
+/// is whole (it scans back as itself) with its ranges inside the input.
+fn check_tiling(bytes: &[u8]) {
+    let mut at = 0u64;
+    for f in scan(bytes) {
+        match f {
+            Found::Frame(f) => {
+                assert_eq!(f.offset, at);
+                assert!(f.message.end <= bytes.len());
+                assert!(valid_id(&f.id));
+                let again = frame_at(bytes, at as usize).expect("a frame scans back");
+                assert_eq!(again, f);
+                at += f.len() as u64;
+            }
+            Found::Gap { offset, len, .. } => {
+                assert_eq!(offset, at);
+                assert!(len > 0);
+                at += len as u64;
+            }
+        }
+    }
+    assert_eq!(at, bytes.len() as u64, "gaps and frames cover the input");
+}
+
+#[test]
+fn any_damage_to_a_segment_scans_without_panic_and_tiles_the_input() {
+    use rand::{Rng, SeedableRng};
+    let mut whole = Vec::new();
+    for (i, id) in [A, B, A, B].iter().enumerate() {
+        whole.extend(frame(
+            id,
+            format!("{{\"n\":{i}}}").as_bytes(),
+            &vec![b'm'; i * 300],
+        ));
+    }
+    let seed = rand::random::<u64>();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 0..3000 {
+        let mut bytes = whole.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..bytes.len());
+            match rng.random_range(0..4) {
+                0 => bytes[at] ^= 1 << rng.random_range(0..8),
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at, rng.random()),
+                _ => bytes.splice(at..at, MAGIC.iter().copied()).for_each(drop),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        let result = std::panic::catch_unwind(|| check_tiling(&bytes));
+        assert!(result.is_ok(), "seed {seed}, round {round}");
+    }
+}
