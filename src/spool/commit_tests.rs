@@ -68,32 +68,52 @@ fn commit(
     })
 }
 
-async fn until_gathering(spool: &Spool, n: usize) {
+type Handle = tokio::task::JoinHandle<Result<String, SpoolError>>;
+
+/// Commits a first message of `size` bytes, whose sync `gated` holds, then
+/// `followers` more, which gather (as `gathering` counts them) behind it;
+/// then releases the gate. Returns the first commit and the followers.
+async fn first_and_followers(
+    gated: &(Arc<Spool>, mpsc::Sender<()>, mpsc::Receiver<()>),
+    followers: usize,
+    size: usize,
+    gathering: fn(&Spool) -> usize,
+) -> (Handle, Vec<Handle>) {
+    let (spool, release, started) = gated;
+    let first = commit(spool, 0, size);
+    tokio::task::block_in_place(|| {
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("first sync started")
+    });
+    let rest: Vec<_> = (1..=followers).map(|n| commit(spool, n, size)).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while spool.queue_sync.gathering() < n {
+    while gathering(spool) < followers {
         assert!(
             tokio::time::Instant::now() < deadline,
             "followers never gathered"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    release.send(()).unwrap();
+    (first, rest)
 }
 
-fn wait(started: &mpsc::Receiver<()>) {
-    started
-        .recv_timeout(Duration::from_secs(10))
-        .expect("first sync started");
+fn queue_gathering(spool: &Spool) -> usize {
+    spool.queue_sync.gathering()
+}
+
+fn log_gathering(spool: &Spool) -> usize {
+    spool.log.syncs().1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_large_commits_are_all_durable_and_share_directory_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, seen) = gated_spool(dir.path(), false);
-    let first = commit(&spool, 0, LARGE);
-    tokio::task::block_in_place(|| wait(&started));
-    let rest: Vec<_> = (1..20).map(|n| commit(&spool, n, LARGE)).collect();
-    until_gathering(&spool, 19).await;
-    release.send(()).unwrap();
+    let gated = (spool, release, started);
+    let (first, rest) = first_and_followers(&gated, 19, LARGE, queue_gathering).await;
+    let spool = gated.0;
     let mut ids = vec![first.await.unwrap().expect("first commit")];
     for h in rest {
         ids.push(h.await.unwrap().expect("follower commit"));
@@ -122,11 +142,9 @@ async fn concurrent_large_commits_are_all_durable_and_share_directory_syncs() {
 async fn a_failed_shared_directory_sync_fails_every_large_commit_it_covered_and_keeps_none() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, _) = gated_spool(dir.path(), true);
-    let first = commit(&spool, 0, LARGE);
-    tokio::task::block_in_place(|| wait(&started));
-    let rest: Vec<_> = (1..6).map(|n| commit(&spool, n, LARGE)).collect();
-    until_gathering(&spool, 5).await;
-    release.send(()).unwrap();
+    let gated = (spool, release, started);
+    let (first, rest) = first_and_followers(&gated, 5, LARGE, queue_gathering).await;
+    let spool = gated.0;
     let kept = first.await.unwrap().expect("the first sync succeeded");
     for h in rest {
         match h.await.unwrap() {
@@ -180,26 +198,13 @@ fn gated_log(dir: &Path, later_fails: bool) -> Gated<Arc<Mutex<Vec<u64>>>> {
     (Arc::new(spool), release, started, seen)
 }
 
-async fn until_log_gathering(spool: &Spool, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while spool.log.syncs().1 < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "followers never gathered"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_small_commits_share_one_log_sync_and_none_creates_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, seen) = gated_log(dir.path(), false);
-    let first = commit(&spool, 0, 0);
-    tokio::task::block_in_place(|| wait(&started));
-    let rest: Vec<_> = (1..20).map(|n| commit(&spool, n, 0)).collect();
-    until_log_gathering(&spool, 19).await;
-    release.send(()).unwrap();
+    let gated = (spool, release, started);
+    let (first, rest) = first_and_followers(&gated, 19, 0, log_gathering).await;
+    let spool = gated.0;
     let mut ids = vec![first.await.unwrap().expect("first commit")];
     for h in rest {
         ids.push(h.await.unwrap().expect("follower commit"));
@@ -241,11 +246,9 @@ async fn concurrent_small_commits_share_one_log_sync_and_none_creates_a_file() {
 async fn a_failed_log_sync_fails_every_commit_it_covered_and_none_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, _) = gated_log(dir.path(), true);
-    let first = commit(&spool, 0, 0);
-    tokio::task::block_in_place(|| wait(&started));
-    let rest: Vec<_> = (1..6).map(|n| commit(&spool, n, 0)).collect();
-    until_log_gathering(&spool, 5).await;
-    release.send(()).unwrap();
+    let gated = (spool, release, started);
+    let (first, rest) = first_and_followers(&gated, 5, 0, log_gathering).await;
+    let spool = gated.0;
     let kept = first.await.unwrap().expect("the first sync succeeded");
     for h in rest {
         match h.await.unwrap() {
