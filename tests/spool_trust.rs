@@ -90,7 +90,7 @@ fn refused(spool: &Path, culprit: &Path, fix: &str) {
 
 #[test]
 fn planted_symlinks_in_the_spool_refuse_the_start_and_touch_nothing_outside() {
-    for sub in ["tmp", "dry-run", "queue", "failed"] {
+    for sub in ["tmp", "dry-run", "queue", "failed", "log"] {
         let dir = tempdir();
         let (spool, outside) = tree(dir.path());
         std::fs::remove_dir(spool.join(sub)).unwrap();
@@ -138,6 +138,7 @@ fn a_directory_others_can_write_is_refused_with_the_chmod_that_fixes_it() {
         ("queue", 0o770),
         ("tmp", 0o722),
         ("dry-run", 0o775),
+        ("log", 0o707),
     ] {
         let dir = tempdir();
         let (spool, outside) = tree(dir.path());
