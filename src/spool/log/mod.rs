@@ -5,17 +5,18 @@
 //! commit); no file is created, renamed or unlinked per message.
 //!
 //! An entry leaves the log by a tombstone, its id appended to the
-//! segment's `log/<seq>.done` and synced the same way: when delivered,
-//! dead-lettered, or *materialised* into `queue/<id>.eml` + `<id>.json`
-//! the first time its record changes (a retry, a hold). A segment whose
-//! every frame is tombstoned and that takes no more appends is removed.
+//! segment's `log/<seq>.done` under an `fdatasync` shared by concurrent
+//! tombstones ([`GroupSync`]): when delivered, dead-lettered, or
+//! *materialised* into `queue/<id>.eml` + `<id>.json` the first time its
+//! record changes (a retry, a hold). A segment whose every frame is
+//! tombstoned and that takes no more appends is removed.
 //!
 //! Invariants: an append is answered `Ok` only once its frame is on disk
 //! (the segment's sync, started after the write, succeeded); the frames of
 //! a failed write are cut off the segment, which takes no more appends,
-//! before the error is answered. A segment with an appended-to frame not yet tombstoned
-//! or failed is never removed. Every path is `log/` plus a name built here
-//! from a sequence number.
+//! before the error is answered. A segment with a frame neither tombstoned
+//! nor failed is never removed. Every path is `log/` plus a name built
+//! here from a sequence number.
 
 mod frame;
 mod recover;
