@@ -74,12 +74,11 @@ type Handle = tokio::task::JoinHandle<Result<String, SpoolError>>;
 /// `followers` more, which gather (as `gathering` counts them) behind it;
 /// then releases the gate. Returns the first commit and the followers.
 async fn first_and_followers(
-    gated: &(Arc<Spool>, mpsc::Sender<()>, mpsc::Receiver<()>),
+    (spool, release, started): (&Arc<Spool>, &mpsc::Sender<()>, &mpsc::Receiver<()>),
     followers: usize,
     size: usize,
     gathering: fn(&Spool) -> usize,
 ) -> (Handle, Vec<Handle>) {
-    let (spool, release, started) = gated;
     let first = commit(spool, 0, size);
     tokio::task::block_in_place(|| {
         started
@@ -111,9 +110,8 @@ fn log_gathering(spool: &Spool) -> usize {
 async fn concurrent_large_commits_are_all_durable_and_share_directory_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, seen) = gated_spool(dir.path(), false);
-    let gated = (spool, release, started);
-    let (first, rest) = first_and_followers(&gated, 19, LARGE, queue_gathering).await;
-    let spool = gated.0;
+    let gate = (&spool, &release, &started);
+    let (first, rest) = first_and_followers(gate, 19, LARGE, queue_gathering).await;
     let mut ids = vec![first.await.unwrap().expect("first commit")];
     for h in rest {
         ids.push(h.await.unwrap().expect("follower commit"));
@@ -142,9 +140,8 @@ async fn concurrent_large_commits_are_all_durable_and_share_directory_syncs() {
 async fn a_failed_shared_directory_sync_fails_every_large_commit_it_covered_and_keeps_none() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, _) = gated_spool(dir.path(), true);
-    let gated = (spool, release, started);
-    let (first, rest) = first_and_followers(&gated, 5, LARGE, queue_gathering).await;
-    let spool = gated.0;
+    let gate = (&spool, &release, &started);
+    let (first, rest) = first_and_followers(gate, 5, LARGE, queue_gathering).await;
     let kept = first.await.unwrap().expect("the first sync succeeded");
     for h in rest {
         match h.await.unwrap() {
@@ -202,9 +199,8 @@ fn gated_log(dir: &Path, later_fails: bool) -> Gated<Arc<Mutex<Vec<u64>>>> {
 async fn concurrent_small_commits_share_one_log_sync_and_none_creates_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, seen) = gated_log(dir.path(), false);
-    let gated = (spool, release, started);
-    let (first, rest) = first_and_followers(&gated, 19, 0, log_gathering).await;
-    let spool = gated.0;
+    let gate = (&spool, &release, &started);
+    let (first, rest) = first_and_followers(gate, 19, 0, log_gathering).await;
     let mut ids = vec![first.await.unwrap().expect("first commit")];
     for h in rest {
         ids.push(h.await.unwrap().expect("follower commit"));
@@ -246,9 +242,8 @@ async fn concurrent_small_commits_share_one_log_sync_and_none_creates_a_file() {
 async fn a_failed_log_sync_fails_every_commit_it_covered_and_none_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, release, started, _) = gated_log(dir.path(), true);
-    let gated = (spool, release, started);
-    let (first, rest) = first_and_followers(&gated, 5, 0, log_gathering).await;
-    let spool = gated.0;
+    let gate = (&spool, &release, &started);
+    let (first, rest) = first_and_followers(gate, 5, 0, log_gathering).await;
     let kept = first.await.unwrap().expect("the first sync succeeded");
     for h in rest {
         match h.await.unwrap() {

@@ -47,10 +47,6 @@ fn names(dir: &Path) -> Result<Vec<String>, SpoolError> {
 }
 
 impl Spool {
-    fn failed_names(&self) -> Result<Vec<String>, SpoolError> {
-        names(&self.failed)
-    }
-
     pub(super) fn recover(&self) -> Result<Recovery, SpoolError> {
         let mut r = Recovery::default();
         for name in names(&self.tmp)? {
@@ -137,7 +133,7 @@ impl Spool {
         };
         let on_file: HashSet<String> = names
             .iter()
-            .chain(self.failed_names()?.iter())
+            .chain(self::names(&self.failed)?.iter())
             .filter_map(records)
             .collect();
         let logged = self.log.recover(&|id| on_file.contains(id))?;
