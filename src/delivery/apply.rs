@@ -61,18 +61,8 @@ impl Engine {
         let spool = self.spool.clone();
         let result = match decision {
             Decision::Complete => {
-                if self.credentials.resolve(&meta.credential).is_none() {
-                    self.health.clear_fault();
-                }
-                self.ages.forget(&id);
-                let removed = spool_call("spool remover", move || spool.complete(claim)).await;
-                removed
-                    .map(|()| maillog::done(&meta, backend))
-                    .map_err(|e| {
-                        format!(
-                            "delivered, but cannot remove from spool: it may be sent again: {e}"
-                        )
-                    })
+                self.apply_completed(vec![(claim, meta)]).await;
+                Ok(())
             }
             Decision::Reschedule { at, reason } => {
                 meta.last_error = Some(reason);
@@ -114,6 +104,44 @@ impl Engine {
         };
         if let Err(e) = result {
             tracing::error!(id, error = %e, "cannot record the delivery result");
+        }
+    }
+
+    /// Records delivered messages: out of the spool with one blocking
+    /// call, their tombstones (or file removals) sharing each write and
+    /// sync, then one mail-log line each.
+    pub(super) async fn apply_completed(&self, done: Vec<(Claim, Meta)>) {
+        if done.is_empty() {
+            return;
+        }
+        let backend = self.sender.name();
+        let mut claims = Vec::with_capacity(done.len());
+        let mut metas = Vec::with_capacity(done.len());
+        for (claim, meta) in done {
+            if self.credentials.resolve(&meta.credential).is_none() {
+                self.health.clear_fault();
+            }
+            self.ages.forget(claim.id());
+            claims.push(claim);
+            metas.push(meta);
+        }
+        let spool = self.spool.clone();
+        let removed = blocking("spool remover", move || spool.complete_all(claims)).await;
+        for (i, meta) in metas.iter().enumerate() {
+            let failed = match &removed {
+                Ok(answers) => answers[i].as_ref().err().map(ToString::to_string),
+                Err(panic) => Some(panic.clone()),
+            };
+            match failed {
+                None => maillog::done(meta, backend),
+                Some(e) => {
+                    let id = meta.id.as_str();
+                    let e = format!(
+                        "delivered, but cannot remove from spool: it may be sent again: {e}"
+                    );
+                    tracing::error!(id, error = %e, "cannot record the delivery result");
+                }
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use super::apply::blocking;
-use super::decide::{Attempt, Now, decide};
+use super::decide::{Attempt, Decision, Now, decide};
 use super::gate::{Admit, Gate, LONG_RETRY_AFTER};
 use crate::backends::Outcome;
 use crate::mapping::ApiCall;
@@ -128,14 +128,19 @@ impl Engine {
 
     /// Decides what becomes of the message after `attempt`, and records it.
     pub(super) async fn conclude(&self, claim: Claim, meta: Meta, attempt: Attempt) {
+        let decision = self.decision(&claim, &meta, &attempt);
+        self.apply(claim, meta, decision).await
+    }
+
+    /// What becomes of the message after `attempt`, now.
+    pub(super) fn decision(&self, claim: &Claim, meta: &Meta, attempt: &Attempt) -> Decision {
         let now = Instant::now();
         let clock = Now {
             at: now,
             age: self.ages.age(claim.id(), meta.received_at, now),
             jitter: rand::random(),
         };
-        let decision = decide(&meta, &attempt, clock, &self.policy);
-        self.apply(claim, meta, decision).await
+        decide(meta, attempt, clock, &self.policy)
     }
 
     fn probe_without_answer(&self, probe: bool) {

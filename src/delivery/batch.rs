@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use super::attempt::{Admitted, Answer, Sending, Work};
-use super::decide::Attempt;
+use super::decide::{Attempt, Decision};
 use super::gate::Admit;
 use super::pack::{Limits, Load};
 use crate::backends::{BatchSender, Outcome};
@@ -246,7 +246,8 @@ impl Engine {
             };
             vec![lost; elements].into_iter()
         };
-        let mut concluded = Vec::with_capacity(messages.len());
+        let mut completed = Vec::new();
+        let mut concluded = Vec::new();
         for mut m in messages {
             let total = m.calls.len();
             let mut stop = None;
@@ -263,11 +264,19 @@ impl Engine {
                 }
             }
             let attempt = stop.unwrap_or(Attempt::Answered);
-            concluded.push(self.conclude(m.claim, m.meta, attempt));
+            match self.decision(&m.claim, &m.meta, &attempt) {
+                Decision::Complete => completed.push((m.claim, m.meta)),
+                decision => concluded.push(self.apply(m.claim, m.meta, decision)),
+            }
         }
-        // Recorded together, so the spool's directory syncs are shared
-        // across the batch instead of taken one message after another.
-        futures_util::future::join_all(concluded).await;
+        // Recorded together, so the spool's syncs are shared across the
+        // batch instead of taken one message after another; the delivered
+        // ones leave the spool in one blocking call.
+        futures_util::future::join(
+            self.apply_completed(completed),
+            futures_util::future::join_all(concluded),
+        )
+        .await;
         drop(marker); // every outcome is on disk
     }
 }

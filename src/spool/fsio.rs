@@ -114,6 +114,15 @@ pub fn write_renamed_via(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Resul
     result
 }
 
+/// A fresh `io::Error` like `e`, for each of many operations one failure
+/// answers (the OS code kept, so a full disk stays one).
+pub fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// Removes `path` (a symlink itself, never its target); absent is fine.
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

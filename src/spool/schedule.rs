@@ -251,10 +251,11 @@ impl Spool {
         self.wake.notify_one();
     }
 
-    /// Ends a claim with the entry out of the schedule.
-    pub(super) fn forget(&self, claim: Claim) {
+    /// Ends a claim with the entry out of the schedule for good; its id.
+    pub(super) fn forget(&self, claim: Claim) -> String {
         let id = claim.disarm();
         self.sched().remove(&id);
+        id
     }
 
     /// Back in the index due at `due`; an entry whose record is gone leaves the schedule.

@@ -128,15 +128,44 @@ impl Spool {
     /// recovery removes). On `Err` the entry stays on disk, unscheduled
     /// until the next start.
     pub fn complete(&self, claim: Claim) -> Result<(), SpoolError> {
-        let id = claim.id().to_string();
-        self.forget(claim);
-        if self.log.tombstone(&id).map_err(SpoolError::from_io)? {
-            return Ok(());
+        self.complete_all(vec![claim])
+            .pop()
+            .expect("one answer per claim")
+    }
+
+    /// Blocking. [`complete`](Self::complete) for many entries, one answer
+    /// per claim in order: log entries share one tombstone write and sync
+    /// per segment, file entries one `queue/` sync.
+    pub fn complete_all(&self, claims: Vec<Claim>) -> Vec<Result<(), SpoolError>> {
+        let ids: Vec<String> = claims.into_iter().map(|c| self.forget(c)).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut answers = Vec::with_capacity(ids.len());
+        let mut files = Vec::new();
+        for (i, tombstoned) in self.log.tombstone_all(&refs).into_iter().enumerate() {
+            answers.push(match tombstoned {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    files.push(i);
+                    let id = &ids[i];
+                    fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))
+                        .and_then(|()| {
+                            fsio::remove_if_exists(&self.queue.join(format!("{id}.eml")))
+                        })
+                        .map_err(SpoolError::from)
+                }
+                Err(e) => Err(SpoolError::from_io(e)),
+            });
         }
-        fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))?;
-        fsio::remove_if_exists(&self.queue.join(format!("{id}.eml")))?;
-        self.queue_sync.covered(&self.queue)?;
-        Ok(())
+        if files.iter().any(|&i| answers[i].is_ok())
+            && let Err(e) = self.queue_sync.covered(&self.queue)
+        {
+            for &i in &files {
+                if answers[i].is_ok() {
+                    answers[i] = Err(SpoolError::Io(fsio::copy_error(&e)));
+                }
+            }
+        }
+        answers
     }
 
     /// Blocking. Moves the entry to `failed/` with `meta.failure` recorded.

@@ -305,3 +305,26 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[path = "hardening_tests.rs"]
 mod hardening;
+
+#[tokio::test]
+async fn completing_many_entries_at_once_removes_log_and_file_entries_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let in_log = put(&spool, "Subject: log\r\n\r\n").await;
+    let as_files = put_files(&spool, "Subject: files\r\n\r\n").await;
+    let stays = put(&spool, "Subject: stays\r\n\r\n").await;
+    let claims: Vec<Claim> = [&in_log, &as_files]
+        .into_iter()
+        .map(|id| spool.claim_one(id).unwrap())
+        .collect();
+    let answers = spool.complete_all(claims);
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    for id in [&in_log, &as_files] {
+        assert!(queued(dir.path(), id).is_err(), "{id} is gone");
+    }
+    assert!(!dir.path().join(format!("queue/{as_files}.eml")).exists());
+    drop(spool);
+    let (again, recovery) = open(dir.path());
+    assert_eq!(recovery.queued, 1);
+    assert_eq!(again.claim_one(&stays).unwrap().id(), stays);
+}

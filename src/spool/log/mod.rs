@@ -213,29 +213,57 @@ impl Shared {
     /// `Err` the message is out of the index but still on disk: the next
     /// start finds it again.
     pub fn tombstone(&self, id: &str) -> io::Result<bool> {
-        let Some(k) = key(id) else { return Ok(false) };
-        let line = [id.as_bytes(), b"\n"].concat();
-        let (seq, at, done, sync) = {
+        self.tombstone_all(&[id]).pop().expect("one answer per id")
+    }
+
+    /// Blocking. [`tombstone`](Self::tombstone) for many ids at once, one
+    /// answer per id in order: each segment's tombstones go in one write
+    /// under one shared sync.
+    pub fn tombstone_all(&self, ids: &[&str]) -> Vec<io::Result<bool>> {
+        // Per segment: where its tombstones go, their bytes, which ids.
+        let mut writes: BTreeMap<u64, (u64, Vec<u8>, Vec<usize>)> = BTreeMap::new();
+        let mut answers: Vec<io::Result<bool>> = Vec::with_capacity(ids.len());
+        let mut files = Vec::new();
+        {
             let mut t = self.lock();
-            let Some(loc) = t.index.remove(&k) else {
-                return Ok(false);
-            };
-            let s = t
-                .segments
-                .get_mut(&loc.seq)
-                .expect("segment of an indexed frame");
-            let at = s.done_len;
-            s.done_len += line.len() as u64;
-            (loc.seq, at, s.done.clone(), s.done_sync.clone())
-        };
-        done.write_all_at(&line, at)?;
-        sync.covered(&self.dir)?;
-        let mut t = self.lock();
-        if let Some(s) = t.segments.get_mut(&seq) {
-            s.live -= 1;
+            for (i, id) in ids.iter().enumerate() {
+                answers.push(Ok(false));
+                let Some(loc) = key(id).and_then(|k| t.index.remove(&k)) else {
+                    continue;
+                };
+                let (_, lines, members) = writes.entry(loc.seq).or_default();
+                lines.extend_from_slice(id.as_bytes());
+                lines.push(b'\n');
+                members.push(i);
+            }
+            for (seq, (at, lines, _)) in writes.iter_mut() {
+                let s = t
+                    .segments
+                    .get_mut(seq)
+                    .expect("segment of an indexed frame");
+                *at = s.done_len;
+                s.done_len += lines.len() as u64;
+                files.push((s.done.clone(), s.done_sync.clone()));
+            }
         }
-        self.remove_if_finished(&mut t, seq);
-        Ok(true)
+        for ((seq, (at, lines, members)), (done, sync)) in writes.iter().zip(files) {
+            let written = done
+                .write_all_at(lines, *at)
+                .and_then(|()| sync.covered(&self.dir));
+            let mut t = self.lock();
+            if let Some(s) = t.segments.get_mut(seq) {
+                s.live -= members.len();
+            }
+            self.remove_if_finished(&mut t, *seq);
+            drop(t);
+            for &i in members {
+                answers[i] = match &written {
+                    Ok(()) => Ok(true),
+                    Err(e) => Err(fsio::copy_error(e)),
+                };
+            }
+        }
+        answers
     }
 
     /// Removes a sealed segment no frame lives in any more (a damaged one

@@ -84,6 +84,38 @@ fn a_tombstoned_message_is_gone_now_and_after_a_restart() {
 }
 
 #[test]
+fn many_tombstones_at_once_answer_each_id_across_segments() {
+    let (_d, log) = fresh();
+    let (a, b) = (ulid(), ulid());
+    for id in [&a, &b] {
+        log.append_blocking(id, &record(id), b"m").unwrap();
+    }
+    // The restart seals a and b's segment; c and d go to a new one.
+    let (again, _) = reopen(&log);
+    let (c, d) = (ulid(), ulid());
+    for id in [&c, &d] {
+        again.append_blocking(id, &record(id), b"m").unwrap();
+    }
+    let unknown = ulid();
+    let answers: Vec<bool> = again
+        .tombstone_all(&[&a, &unknown, &c, &b, "not an id"])
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(answers, [true, false, true, true, false]);
+    assert!(again.contains(&d) && !again.contains(&c));
+    assert_eq!(
+        files(&again).len(),
+        2,
+        "the sealed segment went with its last frame: {:?}",
+        files(&again)
+    );
+    let (_, found) = reopen(&again);
+    let ids: Vec<_> = found.queued.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, [d]);
+}
+
+#[test]
 fn a_segment_is_removed_only_once_sealed_and_empty() {
     let (_d, log) = fresh();
     let id = ulid();
