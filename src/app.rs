@@ -18,6 +18,7 @@ use crate::control;
 use crate::delivery::credentials::CredentialBook;
 use crate::delivery::{Engine, Settings, backoff::Backoff};
 use crate::mapping::Mapper;
+use crate::mapping::warm::{WARM_BUDGET, Warm};
 use crate::observability::health::Health;
 use crate::observability::{http as admin_http, metrics as prom, notify};
 use crate::smtp::access::{PerAddress, Policy};
@@ -99,6 +100,7 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
+    let warm = Arc::new(Warm::new(WARM_BUDGET));
     let engine = Arc::new(
         Engine::new(
             spool.clone(),
@@ -114,11 +116,13 @@ pub async fn run(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<
         )
         .with_credentials(
             CredentialBook::new(loaded.secrets.user_tokens.clone()).with_streams(&cfg.users),
-        ),
+        )
+        .with_warm(warm.clone()),
     );
     let shared = Arc::new(smtp::Shared {
         spool: spool.clone(),
         mapper,
+        warm,
         hostname: cfg.smtp.hostname.clone(),
         limits: Limits {
             max_message_size: cfg.smtp.max_message_size,

@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backends::Sender;
 use crate::mapping::Mapper;
+use crate::mapping::warm::Warm;
 use crate::observability::health::Health;
 use crate::spool::{Claim, Spool};
 use age::Ages;
@@ -69,6 +70,8 @@ pub struct Settings {
 pub struct Engine {
     spool: Arc<Spool>,
     mapper: Arc<Mapper>,
+    /// Mappings made at `DATA`, taken by first attempts.
+    warm: Arc<Warm>,
     sender: Arc<dyn Sender>,
     pacer: Pacer,
     policy: Policy,
@@ -95,6 +98,7 @@ impl Engine {
         Engine {
             spool,
             mapper,
+            warm: Arc::new(Warm::new(0)),
             sender,
             pacer: Pacer::new(settings.rate_limit),
             policy: Policy {
@@ -136,6 +140,12 @@ impl Engine {
     /// Sends each message with the credential its record names, looked up in `book`.
     pub fn with_credentials(mut self, book: credentials::CredentialBook) -> Engine {
         self.credentials = book;
+        self
+    }
+
+    /// First attempts take the mappings the SMTP listener keeps in `warm`.
+    pub fn with_warm(mut self, warm: Arc<Warm>) -> Engine {
+        self.warm = warm;
         self
     }
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::Engine;
 use super::apply::blocking;
 use super::decide::Attempt;
+use crate::mapping::warm::Warm;
 use crate::mapping::{ApiCall, Mapper};
 use crate::message::Envelope;
 use crate::spool::{Claim, Meta, SpoolError};
@@ -33,9 +34,14 @@ struct Input {
     stream: Option<String>,
 }
 
-fn map_one(mapper: &Mapper, input: Option<Input>, raw: &[u8]) -> Mapped {
+fn map_one(mapper: &Mapper, warm: &Warm, input: Option<Input>, raw: &[u8]) -> Mapped {
     let Some(input) = input else { return Ok(None) };
-    match mapper.map_for(&input.id, &input.envelope, raw, input.stream.as_deref()) {
+    let stream = input.stream.as_deref();
+    if let Some(m) = warm.take(&input.id, &input.envelope, stream) {
+        note_untraced(&input.id, &m.warnings);
+        return Ok(Some(m.calls));
+    }
+    match mapper.map_for(&input.id, &input.envelope, raw, stream) {
         Ok(m) => {
             note_untraced(&input.id, &m.warnings);
             Ok(Some(m.calls))
@@ -132,9 +138,10 @@ impl Engine {
             .map(|(meta, raw)| (self.input(meta), raw))
             .collect();
         let mapper: Arc<Mapper> = self.mapper.clone();
+        let warm = self.warm.clone();
         let mapped = blocking("mapping", move || {
             work.into_iter()
-                .map(|(input, raw)| map_one(&mapper, input, &raw))
+                .map(|(input, raw)| map_one(&mapper, &warm, input, &raw))
                 .collect::<Vec<_>>()
         })
         .await;

@@ -17,6 +17,8 @@ struct Scripted {
     script: Mutex<VecDeque<Outcome>>,
     fallback: Mutex<Outcome>,
     calls: Mutex<Vec<(Instant, String, usize)>>,
+    /// Each lone call's subject.
+    subjects: Mutex<Vec<String>>,
     /// Every call takes this long.
     latency: Duration,
     before: Hook,
@@ -37,6 +39,7 @@ impl Scripted {
             script: Mutex::new(script.into()),
             fallback: Mutex::new(fallback),
             calls: Mutex::new(Vec::new()),
+            subjects: Mutex::new(Vec::new()),
             latency: Duration::ZERO,
             before: Box::new(|_, _| {}),
             batch_size: 1,
@@ -69,7 +72,12 @@ impl Sender for Scripted {
         "scripted"
     }
 
-    fn send<'a>(&'a self, id: &'a str, part: usize, _call: &'a ApiCall) -> SendFuture<'a> {
+    fn send<'a>(&'a self, id: &'a str, part: usize, call: &'a ApiCall) -> SendFuture<'a> {
+        let subject = call.body()["Subject"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.subjects.lock().unwrap().push(subject);
         let n = {
             let mut calls = self.calls.lock().unwrap();
             calls.push((Instant::now(), id.to_string(), part));
@@ -150,6 +158,7 @@ struct Rig {
     spool: Arc<Spool>,
     api: Arc<Scripted>,
     health: Arc<Health>,
+    warm: Arc<Warm>,
     shutdown: CancellationToken,
 }
 
@@ -174,18 +183,22 @@ impl Rig {
                 max_message_size: 10 << 20,
             },
         ));
-        let engine = Arc::new(Engine::new(
-            spool.clone(),
-            mapper,
-            api.clone(),
-            Settings {
-                rate_limit,
-                backoff: Backoff::new(10 * SECOND, 60 * SECOND),
-                max_age,
-                concurrency,
-            },
-            health.clone(),
-        ));
+        let warm = Arc::new(Warm::new(crate::mapping::warm::WARM_BUDGET));
+        let engine = Arc::new(
+            Engine::new(
+                spool.clone(),
+                mapper,
+                api.clone(),
+                Settings {
+                    rate_limit,
+                    backoff: Backoff::new(10 * SECOND, 60 * SECOND),
+                    max_age,
+                    concurrency,
+                },
+                health.clone(),
+            )
+            .with_warm(warm.clone()),
+        );
         let shutdown = CancellationToken::new();
         tokio::spawn(engine.run(shutdown.clone(), TaskTracker::new()));
         Rig {
@@ -194,6 +207,7 @@ impl Rig {
             spool,
             api,
             health,
+            warm,
             shutdown,
         }
     }
@@ -204,12 +218,24 @@ impl Rig {
     }
 
     async fn queue_to(&self, rcpt_to: Vec<String>, raw: &[u8]) -> String {
+        self.queue_kept(rcpt_to, raw, |_, _| {}).await
+    }
+
+    /// [`queue_to`](Rig::queue_to), running `before_commit` with the id and
+    /// envelope first, as `DATA`'s check runs before the commit.
+    async fn queue_kept(
+        &self,
+        rcpt_to: Vec<String>,
+        raw: &[u8],
+        before_commit: impl FnOnce(&str, &Envelope),
+    ) -> String {
         let mut incoming = self.spool.receive().await.unwrap();
         incoming.write(raw).await.unwrap();
         let envelope = Envelope {
             mail_from: "a@example.com".into(),
             rcpt_to,
         };
+        before_commit(incoming.id(), &envelope);
         // A commit waits for the spool's log writer thread, which the paused
         // clock cannot see: waiting on the runtime would let the clock jump
         // to the next timer meanwhile. From the blocking pool (which holds
@@ -615,4 +641,39 @@ async fn messages_arriving_one_by_one_within_the_linger_leave_in_one_batch() {
         "{waited:?}"
     );
     assert_eq!(rig.api.batch_sizes(), vec![5]);
+}
+
+/// A mapping of `env` whose subject says where it came from.
+fn kept_mapping(env: &Envelope, subject: &str) -> crate::mapping::Mapped {
+    let shared = crate::mapping::SharedBody::new(serde_json::Map::from_iter([(
+        "Subject".to_string(),
+        serde_json::Value::from(subject),
+    )]));
+    let call = ApiCall::new(env.rcpt_to.clone(), shared, serde_json::Map::new());
+    crate::mapping::Mapped {
+        calls: vec![call],
+        warnings: Vec::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_sends_the_mapping_kept_at_data_for_the_same_envelope_only() {
+    let rig = Rig::start(Scripted::new(vec![], ok()), 1, Duration::from_secs(3600));
+    let one = vec!["r0@example.org".to_string()];
+    let warm = rig.warm.clone();
+    rig.queue_kept(one.clone(), MSG, |id, env| {
+        warm.keep(id, env, None, kept_mapping(env, "kept at DATA"), 10)
+    })
+    .await;
+    // Kept for another envelope: mapped afresh from the spooled bytes.
+    let warm = rig.warm.clone();
+    rig.queue_kept(one, MSG, |id, env| {
+        let mut other = env.clone();
+        other.rcpt_to.push("r1@example.org".into());
+        warm.keep(id, &other, None, kept_mapping(&other, "kept at DATA"), 10)
+    })
+    .await;
+    assert!(rig.until(10 * SECOND, |r| r.api.count() == 2).await);
+    assert_eq!(*rig.api.subjects.lock().unwrap(), ["kept at DATA", "x"]);
+    assert_eq!(rig.warm.bytes(), 0, "each kept mapping was taken once");
 }

@@ -10,6 +10,7 @@
 pub mod mapper;
 pub mod postal;
 pub mod postmark;
+pub mod warm;
 
 use std::sync::Arc;
 

@@ -373,6 +373,8 @@ where
         let path = incoming.path().to_path_buf();
         let envelope = self.session.envelope();
         let mapper = self.shared.mapper.clone();
+        let warm = self.shared.warm.clone();
+        let id = incoming.id().to_string();
         let env = envelope.clone();
         let allowed = self.session.user().map(|u| u.allowed_from.clone());
         let stream = self.session.user().and_then(|u| u.message_stream.clone());
@@ -383,7 +385,15 @@ where
                 None => std::fs::read(&path)?,
             };
             let from_ok = allowed.is_none_or(|a| from_allowed(&a, &raw));
-            Ok::<_, std::io::Error>((from_ok, mapper.check_as(&env, &raw, stream.as_deref())))
+            // Mapped as delivery will map it, and kept for the first attempt.
+            let checked = mapper
+                .map_for(&id, &env, &raw, stream.as_deref())
+                .map(|mapped| {
+                    let warnings = mapped.warnings.clone();
+                    warm.keep(&id, &env, stream.as_deref(), mapped, raw.len() + 1);
+                    warnings
+                });
+            Ok::<_, std::io::Error>((from_ok, checked))
         };
         let checked = if inline {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(check))

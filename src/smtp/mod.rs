@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::mapping::Mapper;
+use crate::mapping::warm::Warm;
 use crate::spool::Spool;
 use access::{PerAddress, Policy};
 use budget::CheckBudget;
@@ -41,6 +42,8 @@ use tls::Tls;
 pub struct Shared {
     pub spool: Arc<Spool>,
     pub mapper: Arc<Mapper>,
+    /// Where `DATA`'s mapping of a message is kept for its first attempt.
+    pub warm: Arc<Warm>,
     pub hostname: String,
     pub limits: Limits,
     /// `smtp.max_connections`, shared by every listener.
