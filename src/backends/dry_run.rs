@@ -38,7 +38,7 @@ impl Sender for DryRun {
     fn send<'a>(&'a self, id: &'a str, part: usize, call: &'a ApiCall) -> SendFuture<'a> {
         Box::pin(async move {
             let path = self.file_for(id, part);
-            let mut body = match serde_json::to_vec_pretty(call) {
+            let mut body = match serde_json::to_vec_pretty(&call.body()) {
                 Ok(b) => b,
                 Err(e) => {
                     return Outcome::Permanent {

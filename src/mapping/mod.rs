@@ -15,6 +15,7 @@ pub mod warm;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use mapper::{Mapper, MapperKind};
@@ -65,59 +66,60 @@ impl MappingError {
 }
 
 /// The JSON fields every call of one message shares (bodies, attachments,
-/// sender, ...): built once per message, never cloned per call. Its encoded
-/// length is bounded cheaply at once and measured exactly only when asked
-/// (a size check near the limit, batch packing), at most once.
-#[derive(Debug, PartialEq)]
+/// sender, ...): built once per message, never cloned per call, and
+/// encoded once, when built. A call's body is written from these encodings
+/// (no second escaping pass, no walk of a JSON tree), and its exact length
+/// is known without writing it.
+#[derive(Debug)]
 pub struct SharedBody {
-    fields: Map<String, Value>,
-    /// Never below the encoded length: each string byte counted as the
-    /// longest escape (`\u00XX`).
-    bound: usize,
-    exact: std::sync::OnceLock<usize>,
+    /// Each field's value as JSON, in key order.
+    fields: Vec<(String, Box<RawValue>)>,
+    /// The encoded object's length, braces and commas included.
+    len: usize,
+}
+
+impl PartialEq for SharedBody {
+    fn eq(&self, other: &SharedBody) -> bool {
+        self.fields.len() == other.fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|((k, v), (l, w))| k == l && v.get() == w.get())
+    }
 }
 
 impl SharedBody {
+    /// Encodes each field of `fields`, freeing its value as it goes.
     pub fn new(fields: Map<String, Value>) -> Arc<SharedBody> {
-        let bound = object_bound(&fields);
-        Arc::new(SharedBody {
-            fields,
-            bound,
-            exact: std::sync::OnceLock::new(),
-        })
+        let fields: Vec<(String, Box<RawValue>)> = fields
+            .into_iter()
+            .map(|(k, v)| {
+                // A JSON value has string keys and finite numbers only:
+                // encoding one cannot fail.
+                let raw = serde_json::value::to_raw_value(&v).expect("a JSON value encodes");
+                (k, raw)
+            })
+            .collect();
+        let entries: usize = fields
+            .iter()
+            .map(|(k, v)| encoded_len(k) + 1 + v.get().len())
+            .sum();
+        let len = 2 + entries + fields.len().saturating_sub(1);
+        Arc::new(SharedBody { fields, len })
     }
 
-    fn encoded_len(&self) -> usize {
-        *self.exact.get_or_init(|| {
-            let mut counter = ByteCounter(0);
-            // Writing a map of JSON values into a counter cannot fail.
-            let _ = serde_json::to_writer(&mut counter, &self.fields);
-            counter.0
-        })
-    }
-}
-
-/// An upper bound of `value`'s length as serde_json writes it, without
-/// writing it: one step per value, not per byte.
-fn value_bound(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 32,
-        Value::String(s) => string_bound(s),
-        Value::Array(items) => 2 + items.iter().map(|v| value_bound(v) + 1).sum::<usize>(),
-        Value::Object(map) => object_bound(map),
+    fn contains_key(&self, key: &str) -> bool {
+        self.fields.iter().any(|(k, _)| k == key)
     }
 }
 
-fn string_bound(s: &str) -> usize {
-    2 + 6 * s.len()
-}
-
-fn object_bound(map: &Map<String, Value>) -> usize {
-    2 + map
-        .iter()
-        .map(|(k, v)| string_bound(k) + 1 + value_bound(v) + 1)
-        .sum::<usize>()
+/// The length of `value` as serde_json writes it.
+fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = ByteCounter(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// One API call: the envelope recipients it delivers to, and its JSON body
@@ -139,7 +141,7 @@ impl ApiCall {
         shared: Arc<SharedBody>,
         own: Map<String, Value>,
     ) -> ApiCall {
-        debug_assert!(own.keys().all(|k| !shared.fields.contains_key(k)));
+        debug_assert!(own.keys().all(|k| !shared.contains_key(k)));
         ApiCall {
             recipients,
             shared,
@@ -149,60 +151,58 @@ impl ApiCall {
 
     /// The whole request body as a JSON value: a copy, for display and tests.
     pub fn body(&self) -> Value {
-        let mut body = self.shared.fields.clone();
+        let mut body: Map<String, Value> = self
+            .shared
+            .fields
+            .iter()
+            .map(|(k, v)| {
+                // Written by serde_json itself: it parses back.
+                let value = serde_json::from_str(v.get()).expect("an encoded JSON value parses");
+                (k.clone(), value)
+            })
+            .collect();
         body.extend(self.own.clone());
         Value::Object(body)
     }
 
-    /// The request body's length as `serde_json::to_vec` writes it; the
-    /// shared part is measured once per message, on first use.
+    /// The request body's length as `serde_json::to_vec` writes it, exact:
+    /// the shared part was measured when it was encoded.
     pub fn encoded_len(&self) -> usize {
-        self.len_with(self.shared.encoded_len())
-    }
-
-    /// Never below [`encoded_len`](Self::encoded_len), and far cheaper: a
-    /// size check needs the exact length only when this crosses the limit.
-    pub fn encoded_len_bound(&self) -> usize {
-        self.len_with(self.shared.bound)
-    }
-
-    fn len_with(&self, shared_len: usize) -> usize {
         let own: usize = self
             .own
             .iter()
-            .map(|(k, v)| {
-                let mut counter = ByteCounter(0);
-                let _ = serde_json::to_writer(&mut counter, k);
-                let _ = serde_json::to_writer(&mut counter, v);
-                counter.0 + 1 // the colon
-            })
+            .map(|(k, v)| encoded_len(k) + 1 + encoded_len(v))
             .sum();
         // "{" + entries joined by "," + "}", the shared part already counted
         // with its braces and inner commas.
         match (self.shared.fields.len(), self.own.len()) {
-            (_, 0) => shared_len,
+            (_, 0) => self.shared.len,
             (0, k) => 2 + own + (k - 1),
-            (_, k) => shared_len + own + k,
+            (_, k) => self.shared.len + own + k,
         }
     }
 }
 
 /// Serializes as the request body: shared and own fields merged in key order
-/// (the order `serde_json::Map` keeps), without copying either.
+/// (the order `serde_json::Map` keeps), the shared ones written as they
+/// were encoded.
 impl Serialize for ApiCall {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.shared.fields.len() + self.own.len()))?;
         let mut shared = self.shared.fields.iter().peekable();
         let mut own = self.own.iter().peekable();
         loop {
-            let next = match (shared.peek(), own.peek()) {
-                (Some((a, _)), Some((b, _))) if a <= b => shared.next(),
-                (Some(_), Some(_)) => own.next(),
-                (Some(_), None) => shared.next(),
-                (None, Some(_)) => own.next(),
+            let shared_first = match (shared.peek(), own.peek()) {
+                (Some((a, _)), Some((b, _))) => a <= *b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
                 (None, None) => break,
             };
-            if let Some((k, v)) = next {
+            if shared_first {
+                if let Some((k, v)) = shared.next() {
+                    map.serialize_entry(k, v)?;
+                }
+            } else if let Some((k, v)) = own.next() {
                 map.serialize_entry(k, v)?;
             }
         }
@@ -315,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cheap_bound_is_never_below_the_encoded_length() {
+    fn the_measured_length_is_the_written_length_for_every_kind_of_value() {
         let values = [
             json!(null),
             json!(true),
@@ -329,15 +329,17 @@ mod tests {
             json!({"\u{1}k\"": ["\u{1}", 2.5, false], "": {}}),
         ];
         for value in values {
-            let fields = Map::from_iter([("V".to_string(), value.clone())]);
-            let shared = SharedBody::new(fields);
-            let call = ApiCall::new(vec![], shared, Map::new());
-            assert!(
-                call.encoded_len_bound() >= call.encoded_len(),
-                "{value}: bound {} below {}",
-                call.encoded_len_bound(),
-                call.encoded_len()
-            );
+            let fields = Map::from_iter([
+                ("V".to_string(), value.clone()),
+                ("\u{2}W".to_string(), value.clone()),
+            ]);
+            let own = Map::from_iter([("To".to_string(), value.clone())]);
+            for own in [Map::new(), own] {
+                let call = ApiCall::new(vec![], SharedBody::new(fields.clone()), own);
+                let bytes = serde_json::to_vec(&call).unwrap();
+                assert_eq!(call.encoded_len(), bytes.len(), "{value}");
+                assert_eq!(bytes, serde_json::to_vec(&call.body()).unwrap(), "{value}");
+            }
         }
     }
 

@@ -175,14 +175,12 @@ pub fn map_traced(
                 .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
                 .collect();
         let call = ApiCall::new(chunk.to_vec(), shared.clone(), own);
-        if call.encoded_len_bound() > opts.max_message_size {
-            let size = call.encoded_len();
-            if size > opts.max_message_size {
-                return Err(MappingError::Limit(format!(
-                    "message size {size} bytes after base64 exceeds Postmark's {}-byte limit",
-                    opts.max_message_size
-                )));
-            }
+        let size = call.encoded_len();
+        if size > opts.max_message_size {
+            return Err(MappingError::Limit(format!(
+                "message size {size} bytes after base64 exceeds Postmark's {}-byte limit",
+                opts.max_message_size
+            )));
         }
         calls.push(call);
     }
