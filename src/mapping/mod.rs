@@ -7,6 +7,7 @@
 //! delivered. Invariant: every (deduplicated) envelope recipient appears in
 //! exactly one call's `recipients`, and no other address is ever sent to.
 
+mod json;
 pub mod mapper;
 pub mod postal;
 pub mod postmark;
@@ -95,9 +96,7 @@ impl SharedBody {
         let fields: Vec<(String, Box<RawValue>)> = fields
             .into_iter()
             .map(|(k, v)| {
-                // A JSON value has string keys and finite numbers only:
-                // encoding one cannot fail.
-                let raw = serde_json::value::to_raw_value(&v).expect("a JSON value encodes");
+                let raw = json::encode(&v);
                 (k, raw)
             })
             .collect();

@@ -287,20 +287,25 @@ where
 
         let limits = &self.shared.limits;
         let mut framer = DataFramer::new(limits.max_message_size, limits.max_header_size);
-        let mut decoded = Vec::with_capacity(READ_BUF + READ_BUF / 32);
+        // Decoded bytes go straight into the message's buffer; once it
+        // is refused or cannot be written, into a scratch one.
+        let mut scratch = Vec::new();
         let started = Instant::now();
         let mut received = rest.len() as u64;
-        let mut ended = leftover(framer.push(rest, &mut decoded), rest);
+        let out = match (incoming.as_mut(), &write_error) {
+            (Some(inc), None) => inc.buffer(),
+            _ => &mut scratch,
+        };
+        let mut ended = leftover(framer.push(rest, out), rest);
         let leftover = loop {
             if framer.verdict() != Verdict::Ok {
                 incoming = None; // drop: the temp file goes away
             } else if let (Some(inc), None) = (incoming.as_mut(), &write_error)
-                && !decoded.is_empty()
-                && let Err(e) = inc.write(&decoded).await
+                && let Err(e) = inc.written().await
             {
                 write_error = Some(e);
             }
-            decoded.clear();
+            scratch.clear();
             if let Some(leftover) = ended {
                 break leftover;
             }
@@ -322,7 +327,11 @@ where
             };
             received += n as u64;
             let input = &self.readbuf[..n];
-            ended = leftover(framer.push(input, &mut decoded), input);
+            let out = match (incoming.as_mut(), &write_error) {
+                (Some(inc), None) => inc.buffer(),
+                _ => &mut scratch,
+            };
+            ended = leftover(framer.push(input, out), input);
         };
 
         let max = self.shared.limits.max_message_size;

@@ -86,6 +86,18 @@ impl Incoming {
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         self.pending.extend_from_slice(bytes);
+        self.written().await
+    }
+
+    /// Where received bytes may be appended in place, sparing a copy;
+    /// call [`written`](Incoming::written) after each append.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Spills what [`buffer`](Incoming::buffer) holds once it is over
+    /// [`HOLD`], so at most `HOLD` bytes stay in memory.
+    pub async fn written(&mut self) -> Result<(), SpoolError> {
         if self.pending.len() > HOLD {
             self.spill().await?;
         }
