@@ -15,6 +15,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::backends::Outcome;
+use crate::mapping::{ApiCall, batch_json};
 
 #[cfg(test)]
 mod tests;
@@ -304,6 +305,31 @@ impl Endpoint {
     }
 }
 
+/// A request body, sent as JSON: a mapped call, a batch of them, or (in
+/// tests) any JSON value.
+pub trait JsonBody: Sync {
+    fn to_json(&self) -> Vec<u8>;
+}
+
+impl JsonBody for ApiCall {
+    fn to_json(&self) -> Vec<u8> {
+        ApiCall::to_json(self)
+    }
+}
+
+impl JsonBody for [&ApiCall] {
+    fn to_json(&self) -> Vec<u8> {
+        batch_json(self)
+    }
+}
+
+impl JsonBody for serde_json::Value {
+    fn to_json(&self) -> Vec<u8> {
+        // A JSON value has string keys and finite numbers: it always encodes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// What an API answered: status, `Retry-After`, body.
 pub struct Answered {
     pub status: u16,
@@ -316,7 +342,7 @@ pub struct Answered {
 /// [`Outcome`] by the backend's `classify`, and whichever secret was used
 /// redacted from the outcome's text. A credential that cannot go into a
 /// header is a configuration fault of that credential alone.
-pub async fn call<B: serde::Serialize + ?Sized + Sync>(
+pub async fn call<B: JsonBody + ?Sized>(
     client: &reqwest::Client,
     endpoint: &Endpoint,
     configured: &SecretString,
@@ -339,7 +365,7 @@ pub async fn call<B: serde::Serialize + ?Sized + Sync>(
 /// `classify` gives one outcome per message, in order; a failure before an
 /// answer, or a credential that cannot go into a header, is the outcome of
 /// every one of them. Each outcome is redacted like [`call`]'s.
-pub async fn call_each<B: serde::Serialize + ?Sized + Sync>(
+pub async fn call_each<B: JsonBody + ?Sized>(
     target: Target<'_>,
     count: usize,
     body: &B,
@@ -364,7 +390,7 @@ pub struct Target<'a> {
     pub api: &'a str,
 }
 
-async fn call_as<B: serde::Serialize + ?Sized + Sync, T>(
+async fn call_as<B: JsonBody + ?Sized, T>(
     target: Target<'_>,
     body: &B,
     classify: impl FnOnce(Answered) -> T,
@@ -397,7 +423,7 @@ async fn call_as<B: serde::Serialize + ?Sized + Sync, T>(
 /// One authenticated JSON POST, shared by the backends: the credential goes
 /// in the endpoint's header (marked sensitive), `Accept` and `Content-Type`
 /// are JSON. A failure before an answer is a transient [`Outcome`].
-pub async fn post_json<B: serde::Serialize + ?Sized>(
+pub async fn post_json<B: JsonBody + ?Sized>(
     client: &reqwest::Client,
     endpoint: &Endpoint,
     api: &str,
@@ -407,7 +433,8 @@ pub async fn post_json<B: serde::Serialize + ?Sized>(
         .post(endpoint.url.clone())
         .header(endpoint.header, endpoint.credential.clone())
         .header(reqwest::header::ACCEPT, "application/json")
-        .json(body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_json())
         .send()
         .await
         .map_err(|err| transient_from_error(api, &err))?;

@@ -71,7 +71,7 @@ impl PostalClient {
     /// POST {api_url}/api/v1/send/raw with X-Server-API-Key, JSON body.
     /// [`send`](Self::send) with `credential` in place of the configured
     /// one when given (see [`http::call`]).
-    pub async fn send_with<B: serde::Serialize + ?Sized + Sync>(
+    pub async fn send_with<B: http::JsonBody + ?Sized>(
         &self,
         body: &B,
         credential: Option<&SecretString>,
@@ -99,7 +99,7 @@ impl PostalClient {
         .await
     }
 
-    pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
+    pub async fn send<B: http::JsonBody + ?Sized>(&self, body: &B) -> Outcome {
         self.send_with(body, None).await
     }
 }

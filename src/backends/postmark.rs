@@ -96,7 +96,7 @@ impl PostmarkClient {
     /// POST {api_url}/email with X-Postmark-Server-Token, Accept and Content-Type application/json.
     /// [`send`](Self::send) with `credential` in place of the configured
     /// one when given (see [`http::call`]).
-    pub async fn send_with<B: serde::Serialize + ?Sized + Sync>(
+    pub async fn send_with<B: http::JsonBody + ?Sized>(
         &self,
         body: &B,
         credential: Option<&SecretString>,
@@ -114,7 +114,7 @@ impl PostmarkClient {
         .await
     }
 
-    pub async fn send<B: serde::Serialize + ?Sized + Sync>(&self, body: &B) -> Outcome {
+    pub async fn send<B: http::JsonBody + ?Sized>(&self, body: &B) -> Outcome {
         self.send_with(body, None).await
     }
 }

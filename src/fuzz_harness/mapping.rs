@@ -209,9 +209,14 @@ fn check_calls(mapped: &Mapped, envelope: &Envelope, max: Option<usize>) {
     for call in &mapped.calls {
         assert!(!call.recipients.is_empty(), "a call without recipients");
         seen.extend(call.recipients.iter().cloned());
-        let bytes = serde_json::to_vec(call).expect("a call serializes");
+        let bytes = call.to_json();
         let back: Value = serde_json::from_slice(&bytes).expect("the body is valid JSON");
         assert_eq!(back, call.body(), "serialized body differs from the call");
+        assert_eq!(
+            bytes,
+            serde_json::to_vec(&back).expect("a JSON value encodes"),
+            "not the bytes serde_json writes"
+        );
         assert_eq!(bytes.len(), call.encoded_len(), "measured length is wrong");
         assert!(
             max.is_none_or(|max| bytes.len() <= max),

@@ -3,124 +3,130 @@
 //! that need no escape whole, eight bytes checked at a time, instead of
 //! byte by byte.
 //!
-//! Invariant: [`encode`] writes exactly what `serde_json::to_string` writes
-//! for the same value (the same escapes, nothing else escaped), and the
-//! result is checked to parse as JSON before it is used; anything else
-//! falls back to serde_json's own encoding.
+//! Invariant: [`encode`] writes exactly what `serde_json::to_vec` writes
+//! for the same value: the same escapes, nothing else escaped, so what we
+//! send is what serde_json would send (table, random and fuzz tests hold
+//! the two side by side).
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// `value` encoded as JSON.
-pub fn encode(value: &Value) -> Box<RawValue> {
-    let mut out = String::new();
+/// `value` as compact JSON, exactly as `serde_json::to_vec` writes it.
+pub fn encode(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
     encode_into(value, &mut out);
-    RawValue::from_string(out).unwrap_or_else(|_| {
-        // A JSON value has string keys and finite numbers only: encoding
-        // one cannot fail.
-        serde_json::value::to_raw_value(value).expect("a JSON value encodes")
-    })
+    out
 }
 
-/// Appends `value` as compact JSON, as `serde_json::to_string` writes it.
-fn encode_into(value: &Value, out: &mut String) {
+fn encode_into(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::String(s) => quote_into(s, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 encode_into(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
-            out.push('{');
+            out.push(b'{');
             for (i, (k, v)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 quote_into(k, out);
-                out.push(':');
+                out.push(b':');
                 encode_into(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         // null, booleans and numbers: short, and serde_json's own text.
-        other => out.push_str(&other.to_string()),
+        other => out.extend_from_slice(other.to_string().as_bytes()),
     }
 }
 
-/// Appends `s` as a JSON string literal, escaped as serde_json escapes it.
-fn quote_into(s: &str, out: &mut String) {
+/// The length of `s` as a JSON string literal.
+pub fn quoted_len(s: &str) -> usize {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    quote_into(s, &mut out);
+    out.len()
+}
+
+/// Appends `s` as a JSON string literal, escaped as serde_json escapes it:
+/// runs that need no escape are found eight bytes at a time and copied whole.
+pub fn quote_into(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
-    out.push('"');
-    let mut start = 0;
-    let mut at = 0;
-    while at < bytes.len() {
-        if at + 8 <= bytes.len() {
-            let w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-            if !needs_escape(w) {
-                at += 8;
-                continue;
-            }
+    out.push(b'"');
+    let (mut run, mut at) = (0, 0);
+    while let Some(word) = bytes.get(at..at + 8) {
+        let mask = escape_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        if mask == 0 {
+            at += 8;
+            continue;
         }
-        let b = bytes[at];
-        if let Some(escape) = escape(b) {
-            out.push_str(&s[start..at]);
-            push_escape(out, b, escape);
-            start = at + 1;
-        }
-        at += 1;
+        // The lowest flagged byte is exactly the first one to escape.
+        let i = at + (mask.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&bytes[run..i]);
+        push_escape(out, bytes[i]);
+        (run, at) = (i + 1, i + 1);
     }
-    out.push_str(&s[start..]);
-    out.push('"');
+    for (i, &b) in bytes.iter().enumerate().skip(at) {
+        if needs_escape(b) {
+            out.extend_from_slice(&bytes[run..i]);
+            push_escape(out, b);
+            run = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
 }
 
-/// Whether some byte of `w` may need an escape (below 0x20, `"` or `\`);
-/// a false alarm only sends that word through the byte-wise path.
-fn needs_escape(w: u64) -> bool {
+/// The high bit of each byte of `w` that is below 0x20, `"` or `\`, and
+/// possibly of bytes above such a byte (a borrow carries up), never below
+/// the first: its lowest set bit marks the first byte to escape.
+fn escape_mask(w: u64) -> u64 {
     let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
-    let quote = has_zero(w ^ (LO * u64::from(b'"')));
-    let backslash = has_zero(w ^ (LO * u64::from(b'\\')));
-    below_space | quote | backslash != 0
+    below_space | zero_bytes(w ^ (LO * u64::from(b'"'))) | zero_bytes(w ^ (LO * u64::from(b'\\')))
 }
 
-fn has_zero(w: u64) -> u64 {
+fn zero_bytes(w: u64) -> u64 {
     w.wrapping_sub(LO) & !w & HI
 }
 
-/// serde_json's escape for byte `b`: `Some('u')` for `\u00XX`.
-fn escape(b: u8) -> Option<char> {
-    Some(match b {
-        b'"' => '"',
-        b'\\' => '\\',
-        0x08 => 'b',
-        0x09 => 't',
-        0x0A => 'n',
-        0x0C => 'f',
-        0x0D => 'r',
-        0x00..=0x1F => 'u',
-        _ => return None,
-    })
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
-fn push_escape(out: &mut String, b: u8, escape: char) {
-    out.push('\\');
-    if escape == 'u' {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        out.push_str("u00");
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xF)]));
-    } else {
-        out.push(escape);
-    }
+/// serde_json's escape of `b`: a short one where JSON has it, else `\u00XX`.
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x09 => b't',
+        0x0A => b'n',
+        0x0C => b'f',
+        0x0D => b'r',
+        _ => {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xF)],
+            ]);
+            return;
+        }
+    };
+    out.extend_from_slice(&[b'\\', short]);
 }
 
 #[cfg(test)]
@@ -151,10 +157,11 @@ mod tests {
         for s in cases {
             let value = Value::String(s.clone());
             let want = serde_json::to_string(&value).unwrap();
-            let mut quoted = String::new();
+            let mut quoted = Vec::new();
             quote_into(&s, &mut quoted);
-            assert_eq!(quoted, want, "{s:?}");
-            assert_eq!(encode(&value).get(), want, "{s:?}");
+            assert_eq!(String::from_utf8(quoted).unwrap(), want, "{s:?}");
+            assert_eq!(quoted_len(&s), want.len(), "{s:?}");
+            assert_eq!(encode(&value), want.as_bytes(), "{s:?}");
         }
     }
 
@@ -178,7 +185,7 @@ mod tests {
                 })
                 .collect();
             let value = Value::String(s);
-            assert_eq!(encode(&value).get(), serde_json::to_string(&value).unwrap());
+            assert_eq!(encode(&value), serde_json::to_vec(&value).unwrap());
         }
     }
 
@@ -198,7 +205,7 @@ mod tests {
             serde_json::json!({"k": "v\u{1}"}),
         ];
         for value in values {
-            assert_eq!(encode(&value).get(), serde_json::to_string(&value).unwrap());
+            assert_eq!(encode(&value), serde_json::to_vec(&value).unwrap());
         }
     }
 }
