@@ -25,7 +25,13 @@ pub struct Mailbox {
 
 /// The comparison key of an address: its canonical form, lower-cased.
 pub fn key(addr: &str) -> String {
-    let (local, domain) = split(addr.trim());
+    let addr = addr.trim();
+    let (local, domain) = split(addr);
+    // The common case, a dot-atom local part with no quotes anywhere: the
+    // canonical form is the address itself.
+    if !addr.contains('"') && is_dot_atom(local) {
+        return addr.to_ascii_lowercase();
+    }
     let local = unquote(local);
     let local = if is_dot_atom(&local) {
         local
@@ -331,6 +337,25 @@ mod tests {
         for (a, b, want) in cases {
             assert_eq!(same(a, b), want, "{a} vs {b}");
             assert_eq!(key(a) == key(b), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn the_canonical_form_is_unquoted_where_it_can_be_and_lower_case() {
+        let cases = [
+            ("A.B@Example.COM", "a.b@example.com"),
+            ("  x@y  ", "x@y"),
+            ("NoDomain", "nodomain"),
+            ("a@b@C", "\"a@b\"@c"),
+            ("\"J.D\"@X", "j.d@x"),
+            ("\"John Doe\"@X", "\"john doe\"@x"),
+            ("john doe@x", "\"john doe\"@x"),
+            ("a..b@x", "\"a..b\"@x"),
+            ("\"unbalanced@x", "\"\\\"unbalanced\"@x"),
+            ("J\u{e9}r\u{f4}me@X", "j\u{e9}r\u{f4}me@x"),
+        ];
+        for (addr, want) in cases {
+            assert_eq!(key(addr), want, "{addr}");
         }
     }
 

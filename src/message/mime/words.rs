@@ -43,6 +43,10 @@ enum Piece {
 
 /// Decodes every encoded word in `raw` and the text around them to UTF-8.
 pub fn decode(raw: &[u8]) -> String {
+    // Most header values hold no encoded word: one piece of text.
+    if !raw.windows(2).any(|w| w == b"=?") {
+        return charset::undeclared(raw);
+    }
     let mut pieces: Vec<Piece> = Vec::new();
     let index = Index::new(raw);
     let mut i = 0;
