@@ -77,23 +77,31 @@ class Conn(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        self.buf = b""
+        self.buf = bytearray()
+        # Once a request's head is in: (head, where its body starts, where it ends).
+        self.request = None
 
     def data_received(self, data):
+        # A bytearray grows in place and the head is parsed once, so a
+        # 2 MB batch body arriving in pieces costs linear time, not quadratic.
         self.buf += data
         while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
+            if self.request is None:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buf[:end])
+                length = 0
+                at = head.lower().find(b"content-length:")
+                if at >= 0:
+                    length = int(head[at + 15:].split(b"\r\n", 1)[0])
+                self.request = (head, end + 4, end + 4 + length)
+            head, start, stop = self.request
+            if len(self.buf) < stop:
                 return
-            head = self.buf[:end]
-            length = 0
-            at = head.lower().find(b"content-length:")
-            if at >= 0:
-                length = int(head[at + 15:].split(b"\r\n", 1)[0])
-            if len(self.buf) < end + 4 + length:
-                return
-            body = self.buf[end + 4:end + 4 + length]
-            self.buf = self.buf[end + 4 + length:]
+            body = bytes(self.buf[start:stop])
+            del self.buf[:stop]
+            self.request = None
             method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
             self.transport.write(answer(method, path, body))
 
