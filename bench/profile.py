@@ -20,15 +20,18 @@ listens and 20 warm-up messages are delivered, for each size: the counters are z
 the mock has all N and the queue is empty, and dumps the counters
 (`callgrind_control -d`): that dump holds exactly receiving, committing and
 delivering N messages. `callgrind_annotate --inclusive=yes` then gives each
-function's inclusive instruction count; a phase is the sum of its root
-functions below (each root's largest match, so nested matches do not count
-twice), divided by N:
+function's inclusive instruction count; a phase adds its root functions
+below (each root's largest match, so nested matches do not count twice;
+a root marked -1 is taken away), divided by N:
 
-  smtp receive   the SMTP connection task: commands, the DATA stream into
-                 tmp/, the reply (the DATA check and commit excluded)
-  DATA check     reading the message back and the backend's check at DATA
-  spool commit   fsync, record, renames, group directory sync, complete()
-  delivery       load + map + JSON + HTTP (reqwest/hyper), the attempt loop
+  smtp receive   the SMTP connection task: commands, the DATA stream, the
+                 reply (the DATA check and the commit excluded)
+  DATA check     the backend's mapping of the message at DATA (kept for
+                 its first attempt), in place or on the blocking pool
+  spool commit   the commit on the connection task, the log's writer
+                 thread, and delivered messages leaving the spool
+  delivery       claiming, loading and mapping (a kept mapping taken
+                 instead), JSON bodies, HTTP (reqwest/hyper), recording
   log + metrics  tracing and the Prometheus recorder, wherever called
   total          every instruction of the process between zero and dump
 
@@ -59,15 +62,16 @@ TOP = int(os.environ.get("TOP", "0"))
 # handed to spawn_blocking runs in the blocking pool, outside its caller's
 # inclusive cost, so it is counted under its own root.
 PHASES = {
-    "smtp receive": [(1, r"^postrelay::smtp::serve::\{\{closure\}\}::\{\{closure\}\}$")],
-    "DATA check": [(1, r"^postrelay::mapping::mapper::Mapper::check_as$"),
-                   (1, r"^postrelay::smtp::connection::from_allowed$")],
-    "spool commit": [(1, r"^postrelay::spool::commit::.*link_into_queue$"),
-                     (1, r"^postrelay::spool::store::.*Spool>::complete$")],
+    "smtp receive": [(1, r"^postrelay::smtp::serve::\{\{closure\}\}::\{\{closure\}\}$"),
+                     (-1, r"^postrelay::smtp::connection::Conn<S>::accept::\{\{closure\}\}::\{\{closure\}\}$"),
+                     (-1, r"^postrelay::spool::commit::Incoming::commit_with::\{\{closure\}\}$")],
+    "DATA check": [(1, r"^postrelay::smtp::connection::Conn<S>::accept::\{\{closure\}\}::\{\{closure\}\}$")],
+    "spool commit": [(1, r"^postrelay::spool::commit::Incoming::commit_with::\{\{closure\}\}$"),
+                     (1, r"^postrelay::spool::log::writer::run$"),
+                     (1, r"^postrelay::spool::store::.*Spool>::complete_all$")],
     "delivery": [(1, r"^postrelay::delivery::Engine::run::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}$"),
-                 (1, r"^postrelay::spool::store::.*Spool>::load$"),
-                 (1, r"^postrelay::mapping::mapper::Mapper::map_as$"),
-                 (-1, r"^postrelay::mapping::mapper::Mapper::check_as$"),
+                 (1, r"^postrelay::delivery::prepare::.*load_chunk::\{\{closure\}\}$"),
+                 (1, r"^postrelay::delivery::prepare::.*map_all::\{\{closure\}\}$"),
                  (1, r"^hyper::proto::h1::dispatch::Dispatcher<.*>::poll_catch$")],
     "log + metrics": [(1, r"^<tracing_subscriber::fmt::fmt_layer::Layer<.*on_event$"),
                       (1, r"^<metrics_exporter_prometheus::recorder::PrometheusRecorder as metrics::recorder::Recorder>::register_"),

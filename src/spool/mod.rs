@@ -33,6 +33,7 @@
 mod admin;
 mod commit;
 mod entry;
+mod finish;
 pub mod fsio;
 mod group;
 mod inflight;

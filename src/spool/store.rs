@@ -1,7 +1,7 @@
 //! A claimed entry on disk, in the log or as files: read, save progress,
-//! move to `failed/`, remove. An entry in the log becomes files the first
-//! time its record changes (materialised: files first, then its
-//! tombstone). Blocking: call from `spawn_blocking`.
+//! reschedule (leaving: [`finish`](super::finish)). An entry in the log
+//! becomes files the first time its record changes (materialised: files
+//! first, then its tombstone). Blocking: call from `spawn_blocking`.
 //!
 //! Invariant: every path is built from a claim's id or a validated file
 //! name (a ULID), never from a record's content; records are written
@@ -11,16 +11,13 @@
 //! commits, completions and moves: [`group`](super::group)).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 use super::entry::{self, Decoded};
 use super::schedule::wall_from_due;
 use super::{Claim, Meta, Spool, SpoolError, fsio};
-
-/// How long an entry whose move to `failed/` failed waits before it is due again.
-const FAILED_MOVE_PAUSE: Duration = Duration::from_secs(60);
 
 /// Spool ids are ULIDs: 26 characters of Crockford base 32, upper case.
 /// Anything else (a path, `..`, a hand-made name) is not an entry.
@@ -123,96 +120,6 @@ impl Spool {
         written
     }
 
-    /// Blocking. Delivered: the entry leaves the schedule and the spool
-    /// (record first: a crash in between leaves an orphan `.eml` that
-    /// recovery removes). On `Err` the entry stays on disk, unscheduled
-    /// until the next start.
-    pub fn complete(&self, claim: Claim) -> Result<(), SpoolError> {
-        self.complete_all(vec![claim])
-            .pop()
-            .expect("one answer per claim")
-    }
-
-    /// Blocking. [`complete`](Self::complete) for many entries, one answer
-    /// per claim in order: log entries share one tombstone write and sync
-    /// per segment, file entries one `queue/` sync.
-    pub fn complete_all(&self, claims: Vec<Claim>) -> Vec<Result<(), SpoolError>> {
-        let ids: Vec<String> = claims.into_iter().map(|c| self.forget(c)).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let mut answers = Vec::with_capacity(ids.len());
-        let mut files = Vec::new();
-        for (i, tombstoned) in self.log.tombstone_all(&refs).into_iter().enumerate() {
-            answers.push(match tombstoned {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    files.push(i);
-                    let id = &ids[i];
-                    fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))
-                        .and_then(|()| {
-                            fsio::remove_if_exists(&self.queue.join(format!("{id}.eml")))
-                        })
-                        .map_err(SpoolError::from)
-                }
-                Err(e) => Err(SpoolError::from_io(e)),
-            });
-        }
-        if files.iter().any(|&i| answers[i].is_ok())
-            && let Err(e) = self.queue_sync.covered(&self.queue)
-        {
-            for &i in &files {
-                if answers[i].is_ok() {
-                    answers[i] = Err(SpoolError::Io(fsio::copy_error(&e)));
-                }
-            }
-        }
-        answers
-    }
-
-    /// Blocking. Moves the entry to `failed/` with `meta.failure` recorded.
-    /// On `Err` the entry stays queued, due again after a pause.
-    pub fn dead_letter(&self, claim: Claim, meta: &Meta) -> Result<(), SpoolError> {
-        let id = claim.id().to_string();
-        // Each step durable before the next (record, message, queue
-        // removal), each directory sync shared with concurrent moves.
-        let moved = (|| -> Result<(), SpoolError> {
-            let mut failed = meta.clone();
-            failed.id = id.clone();
-            failed.version = entry::META_VERSION;
-            let record = self.failed.join(format!("{id}.json"));
-            if let Some((_, raw)) = self.log.read(&id)? {
-                // Message, then record, then the frame's tombstone.
-                let eml = self.failed.join(format!("{id}.eml"));
-                fsio::write_renamed_via(&self.tmp, &eml, &raw).map_err(SpoolError::from_io)?;
-                fsio::write_renamed_via(&self.tmp, &record, &entry::encode(&failed))
-                    .map_err(SpoolError::from_io)?;
-                self.failed_sync.covered(&self.failed)?;
-                self.log.tombstone(&id).map_err(SpoolError::from_io)?;
-                return Ok(());
-            }
-            fsio::write_renamed_via(&self.tmp, &record, &entry::encode(&failed))
-                .map_err(SpoolError::from_io)?;
-            self.failed_sync.covered(&self.failed)?;
-            let eml = self.queue.join(format!("{id}.eml"));
-            if fsio::is_file(&eml) {
-                std::fs::rename(&eml, self.failed.join(format!("{id}.eml")))?;
-                self.failed_sync.covered(&self.failed)?;
-            }
-            fsio::remove_if_exists(&self.queue.join(format!("{id}.json")))?;
-            self.queue_sync.covered(&self.queue)?;
-            Ok(())
-        })();
-        match moved {
-            Ok(()) => {
-                self.forget(claim);
-                Ok(())
-            }
-            Err(e) => {
-                self.release(claim, Instant::now() + FAILED_MOVE_PAUSE);
-                Err(e)
-            }
-        }
-    }
-
     /// Writes `<dir>/<id>.json` atomically (temp file in `tmp/`).
     pub(super) fn write_record(&self, dir: &Path, id: &str, meta: &Meta) -> Result<(), SpoolError> {
         let mut meta = meta.clone();
@@ -231,6 +138,7 @@ impl Spool {
 mod tests {
     use std::sync::{Arc, Mutex, mpsc};
     use std::thread;
+    use std::time::Duration;
 
     use super::super::group::GroupSync;
     use super::*;
