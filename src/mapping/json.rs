@@ -61,7 +61,8 @@ pub fn quoted_len(s: &str) -> usize {
 /// runs that need no escape are found eight bytes at a time and copied whole.
 pub fn quote_into(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+    // Room for the quotes and a line break's escapes every 32 bytes or so.
+    out.reserve(bytes.len() + bytes.len() / 16 + 8);
     out.push(b'"');
     let (mut run, mut at) = (0, 0);
     while let Some(word) = bytes.get(at..at + 8) {

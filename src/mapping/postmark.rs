@@ -133,7 +133,7 @@ pub fn map_traced(
     defaults: &SendDefaults,
     trace: Option<&str>,
 ) -> Result<Mapped, MappingError> {
-    let parsed = parse::parse(raw);
+    let mut parsed = parse::parse(raw);
     let mut warnings = Vec::new();
     let mut controls = read_controls(&parsed, opts, defaults, &mut warnings)?;
     if let Some(id) = trace {
@@ -151,10 +151,23 @@ pub fn map_traced(
             ));
         }
     }
-    let template = build_template(envelope, &parsed, controls, opts, &mut warnings)?;
+    let mut template = build_template(envelope, &mut parsed, controls, opts, &mut warnings)?;
 
+    // The bodies, most of a message, move into the fields instead of being
+    // copied through `to_value` (same names and presence as serde gives).
+    let bodies = [
+        ("TextBody", template.text_body.take()),
+        ("HtmlBody", template.html_body.take()),
+    ];
     let shared = match serde_json::to_value(&template) {
-        Ok(serde_json::Value::Object(fields)) => SharedBody::new(fields),
+        Ok(serde_json::Value::Object(mut fields)) => {
+            for (key, body) in bodies {
+                if let Some(body) = body {
+                    fields.insert(key.to_string(), serde_json::Value::String(body));
+                }
+            }
+            SharedBody::new(fields)
+        }
         Ok(_) => unreachable!("a struct serializes as a JSON object"),
         Err(e) => {
             return Err(MappingError::Limit(format!(
@@ -190,7 +203,7 @@ pub fn map_traced(
 /// Everything but the recipient fields, which differ per call.
 fn build_template(
     envelope: &Envelope,
-    parsed: &ParsedMessage,
+    parsed: &mut ParsedMessage,
     controls: Controls,
     opts: &MappingOptions,
     warnings: &mut Vec<String>,
@@ -241,9 +254,13 @@ fn build_template(
     })
 }
 
-fn bodies(parsed: &ParsedMessage) -> Result<(Option<String>, Option<String>), MappingError> {
-    let present = |b: &Option<String>| b.clone().filter(|s| !s.is_empty());
-    let (mut text, html) = (present(&parsed.text_body), present(&parsed.html_body));
+/// The message's bodies, taken out of `parsed`.
+fn bodies(parsed: &mut ParsedMessage) -> Result<(Option<String>, Option<String>), MappingError> {
+    let present = |b: &mut Option<String>| b.take().filter(|s| !s.is_empty());
+    let (mut text, html) = (
+        present(&mut parsed.text_body),
+        present(&mut parsed.html_body),
+    );
     let visible = |b: &Option<String>| b.as_deref().is_some_and(|s| !s.trim().is_empty());
     if !visible(&text) && !visible(&html) {
         text = Some(FALLBACK_TEXT_BODY.to_string());

@@ -10,7 +10,6 @@
 
 mod data;
 mod line;
-mod scan;
 mod shape;
 
 use std::borrow::Cow;

@@ -10,7 +10,6 @@
 //! block (the lines before the first empty one), the rest is still read to
 //! its end but no longer emitted, and the [`Verdict`] says why.
 
-use super::scan;
 use super::shape::Shape;
 
 /// Where the decoder stands inside the current line.
@@ -90,7 +89,7 @@ impl DataFramer {
             let plain = |b: u8| b != b'.' && b != b'\r' && b != b'\n';
             if self.state == State::Text || (self.state == State::LineStart && plain(input[i])) {
                 let rest = &input[i..];
-                match scan::find2(rest, b'\r', b'\n') {
+                match memchr::memchr2(b'\r', b'\n', rest) {
                     Some(p) if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') => {
                         self.emit(&rest[..p + 2], out);
                         self.state = State::LineStart;

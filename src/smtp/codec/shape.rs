@@ -36,7 +36,7 @@ impl Shape {
                 bytes = rest;
                 continue;
             }
-            match super::scan::find2(bytes, b'\n', b'\n') {
+            match memchr::memchr(b'\n', bytes) {
                 None => {
                     self.len = self.len.saturating_add(bytes.len());
                     return;
