@@ -1,7 +1,8 @@
 //! The [`Mapper`]: the configured backend's request shape and mapping
 //! options, built once from the config and shared (as `Arc<Mapper>`) by the
-//! SMTP listener (`check` at `DATA`), the delivery engine (`map` before each
-//! attempt) and the CLI (`queue show`). A pure value: no client, no secret.
+//! SMTP listener (`map_for` at `DATA`, the mapping kept for the first
+//! attempt), the delivery engine (`map_for` before other attempts) and the
+//! CLI (`queue show`). A pure value: no client, no secret.
 
 use super::postmark::{SendDefaults, TrackLinks};
 use super::{
@@ -149,8 +150,9 @@ impl Mapper {
         }
     }
 
-    /// What `DATA` runs before answering: every check of [`map`](Mapper::map),
-    /// returning its warnings. The calls share one body, so checking all of
+    /// Every check of [`map`](Mapper::map), returning only its warnings (the
+    /// fuzz harness and tests; `DATA` maps with [`map_for`](Mapper::map_for)
+    /// to keep the result). The calls share one body, so checking all of
     /// them costs one encoding of the message plus its recipient lists.
     pub fn check(&self, envelope: &Envelope, raw: &[u8]) -> Result<Vec<String>, MappingError> {
         self.check_as(envelope, raw, None)
