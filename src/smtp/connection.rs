@@ -5,8 +5,8 @@
 //! streams DATA into the spool's temp file so memory stays flat whatever the
 //! message size. The `250` after DATA is sent only once
 //! [`Incoming::commit`](crate::spool::Incoming::commit) has returned. The
-//! AUTH exchange lives in `sasl`,
-//! DATA and the message's check and commit in `data`.
+//! AUTH exchange lives in `sasl`, DATA and the message's check and commit
+//! in `data`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
