@@ -37,8 +37,8 @@ struct Input {
 fn map_one(mapper: &Mapper, warm: &Warm, input: Option<Input>, raw: &[u8]) -> Mapped {
     let Some(input) = input else { return Ok(None) };
     let stream = input.stream.as_deref();
+    // Kept by `DATA`, which logged its warnings already.
     if let Some(m) = warm.take(&input.id, &input.envelope, stream) {
-        note_untraced(&input.id, &m.warnings);
         return Ok(Some(m.calls));
     }
     match mapper.map_for(&input.id, &input.envelope, raw, stream) {
