@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -30,6 +30,13 @@ pub const PROGRESS_EVERY: usize = 100;
 
 /// How long a client has to send its request line.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a `retry` or `delete` of one message waits for an attempt under
+/// way to settle (its outcome being recorded) before answering "in flight".
+pub const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How often that wait looks again.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(20);
 
 /// First and longest pause after a failed `accept`.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
@@ -72,12 +79,28 @@ pub fn socket_path(spool_root: &Path) -> PathBuf {
     spool_root.join("control.sock")
 }
 
-/// Applies `req` to the spool this process owns. Blocking.
+/// Applies `req` to the spool this process owns. Blocking. An op on one
+/// named message waits up to [`IN_FLIGHT_PATIENCE`] for an attempt under way
+/// on it; an op on every entry skips those in flight at once.
 pub fn execute(
     spool: &Arc<Spool>,
     req: &Request,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, SpoolError> {
+    execute_with(spool, req, IN_FLIGHT_PATIENCE, progress)
+}
+
+fn execute_with(
+    spool: &Arc<Spool>,
+    req: &Request,
+    patience: Duration,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report, SpoolError> {
+    let patience = if req.id.is_some() {
+        patience
+    } else {
+        Duration::ZERO
+    };
     let ids = match (&req.id, req.op) {
         (Some(id), _) => vec![id.clone()],
         (None, Op::Requeue) => spool.failed_ids()?,
@@ -88,12 +111,7 @@ pub fn execute(
         ..Report::default()
     };
     for (i, id) in ids.iter().enumerate() {
-        let result = match req.op {
-            Op::Retry => spool.retry_now(id),
-            Op::Delete => spool.delete(id),
-            Op::Requeue => spool.requeue(id),
-        };
-        match result {
+        match apply(spool, req.op, id, patience) {
             Ok(()) => report.ok += 1,
             Err(e) => report.errors.push((id.clone(), e.to_string())),
         }
@@ -103,6 +121,25 @@ pub fn execute(
     }
     tracing::info!(op = ?req.op, id = req.id.as_deref().unwrap_or("all"), total = report.total, ok = report.ok, "queue admin");
     Ok(report)
+}
+
+/// `op` on `id`, asked again every [`IN_FLIGHT_POLL`] while a delivery
+/// worker holds the entry, until `patience` runs out.
+fn apply(spool: &Arc<Spool>, op: Op, id: &str, patience: Duration) -> Result<(), SpoolError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let result = match op {
+            Op::Retry => spool.retry_now(id),
+            Op::Delete => spool.delete(id),
+            Op::Requeue => spool.requeue(id),
+        };
+        match result {
+            Err(SpoolError::InFlight(_)) if Instant::now() < deadline => {
+                std::thread::sleep(IN_FLIGHT_POLL)
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Binds the control socket (replacing a stale one: we hold the spool
