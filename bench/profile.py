@@ -63,12 +63,12 @@ TOP = int(os.environ.get("TOP", "0"))
 # inclusive cost, so it is counted under its own root.
 PHASES = {
     "smtp receive": [(1, r"^postrelay::smtp::serve::\{\{closure\}\}::\{\{closure\}\}$"),
-                     (-1, r"^postrelay::smtp::connection::Conn<S>::accept::\{\{closure\}\}::\{\{closure\}\}$"),
+                     (-1, r"^postrelay::smtp::connection::(data::<impl postrelay::smtp::connection::Conn<S>>|Conn<S>)::accept::\{\{closure\}\}::\{\{closure\}\}$"),
                      (-1, r"^postrelay::spool::commit::Incoming::commit_with::\{\{closure\}\}$")],
-    "DATA check": [(1, r"^postrelay::smtp::connection::Conn<S>::accept::\{\{closure\}\}::\{\{closure\}\}$")],
+    "DATA check": [(1, r"^postrelay::smtp::connection::(data::<impl postrelay::smtp::connection::Conn<S>>|Conn<S>)::accept::\{\{closure\}\}::\{\{closure\}\}$")],
     "spool commit": [(1, r"^postrelay::spool::commit::Incoming::commit_with::\{\{closure\}\}$"),
                      (1, r"^postrelay::spool::log::writer::run$"),
-                     (1, r"^postrelay::spool::store::.*Spool>::complete_all$")],
+                     (1, r"^postrelay::spool::(store|finish)::.*Spool>::complete_all$")],
     "delivery": [(1, r"^postrelay::delivery::Engine::run::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}$"),
                  (1, r"^postrelay::delivery::prepare::.*load_chunk::\{\{closure\}\}$"),
                  (1, r"^postrelay::delivery::prepare::.*map_all::\{\{closure\}\}$"),
