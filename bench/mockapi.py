@@ -26,6 +26,13 @@ import os
 import sys
 import time
 
+try:
+    # Two to three times faster than json on batch bodies of 20 KB messages,
+    # which keeps the mock's share of a 2-core machine small.
+    from orjson import loads
+except ImportError:
+    from json import loads
+
 STATS = {"calls": 0, "emails": 0, "batch_calls": 0}
 MODE = {"status": 200}
 
@@ -66,10 +73,10 @@ def answer(method, path, body):
     if path == "/email":
         STATS["emails"] += 1
         return response(200, OK_ONE_BYTES)
-    n = len(json.loads(body))
+    n = len(loads(body))
     STATS["batch_calls"] += 1
     STATS["emails"] += n
-    return response(200, json.dumps([OK_ONE] * n).encode())
+    return response(200, b"[" + b",".join([OK_ONE_BYTES] * n) + b"]")
 
 
 class Conn(asyncio.Protocol):

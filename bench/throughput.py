@@ -105,6 +105,10 @@ def ensure_tools():
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    try:
+        import orjson  # noqa: F401  (the mock's JSON decoder; it falls back to json without it)
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "orjson"], check=False)
 
 
 def cpu_ticks(pid, children=False):
