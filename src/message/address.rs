@@ -149,7 +149,7 @@ fn is_quoted_string(s: &str) -> bool {
 pub fn parse_list(raw: &[u8]) -> Vec<Mailbox> {
     let mut out = Vec::new();
     for entry in entries(raw) {
-        if let Some(mailbox) = mailbox(&entry) {
+        if let Some(mailbox) = mailbox(entry) {
             out.push(mailbox);
         }
     }
@@ -158,11 +158,11 @@ pub fn parse_list(raw: &[u8]) -> Vec<Mailbox> {
 
 /// The top-level entries of a list: split at `,` and `;` outside quotes,
 /// comments and angle brackets, with a group's `name:` prefix removed.
-fn entries(raw: &[u8]) -> Vec<Vec<u8>> {
+fn entries(raw: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
-    let mut current = Vec::new();
+    let mut start = 0;
     let (mut in_quotes, mut escaped, mut depth, mut in_angle) = (false, false, 0usize, false);
-    for &b in raw {
+    for (i, &b) in raw.iter().enumerate() {
         let top = !in_quotes && depth == 0 && !in_angle;
         match b {
             _ if escaped => escaped = false,
@@ -173,19 +173,15 @@ fn entries(raw: &[u8]) -> Vec<Vec<u8>> {
             b'<' if top => in_angle = true,
             b'>' if in_angle && !in_quotes => in_angle = false,
             b',' | b';' if top => {
-                out.push(std::mem::take(&mut current));
-                continue;
+                out.push(&raw[start..i]);
+                start = i + 1;
             }
             // A group's display name: everything so far in this entry.
-            b':' if top => {
-                current.clear();
-                continue;
-            }
+            b':' if top => start = i + 1,
             _ => {}
         }
-        current.push(b);
     }
-    out.push(current);
+    out.push(&raw[start..]);
     out
 }
 
@@ -207,15 +203,15 @@ fn mailbox(entry: &[u8]) -> Option<Mailbox> {
 /// and comments outside quotes removed, the first comment's text).
 fn pieces(entry: &[u8]) -> (Option<Vec<u8>>, String, Option<Vec<u8>>) {
     let mut phrase = Vec::new();
-    let mut spec = Vec::new();
+    let mut spec = Vec::with_capacity(entry.len());
 
     let mut comment: Option<Vec<u8>> = None;
     let mut current_comment = Vec::new();
     let (mut in_quotes, mut escaped, mut depth) = (false, false, 0usize);
-    let (mut angle, mut ignored) = (Vec::new(), Vec::new());
+    let (mut angle, mut ignored) = (Vec::with_capacity(entry.len()), Vec::new());
     let (mut has_angle, mut angle_done) = (false, false);
     // Everything before `<` as written, comments included: the phrase.
-    let mut written = Vec::new();
+    let mut written = Vec::with_capacity(entry.len());
     for &b in entry {
         if !has_angle {
             written.push(b);

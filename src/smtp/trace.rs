@@ -24,44 +24,49 @@ pub struct Trace<'a> {
 
 /// The header field, CRLF-terminated.
 pub fn received(t: &Trace<'_>) -> String {
+    use std::fmt::Write;
     let protocol = match (t.tls, t.user.is_some()) {
         (false, false) => "ESMTP",
         (true, false) => "ESMTPS",
         (false, true) => "ESMTPA",
         (true, true) => "ESMTPSA",
     };
-    let helo = clean(t.helo.unwrap_or("unknown"));
-    let mut out = format!(
-        "Received: from {helo} ({})\r\n\tby {} (postrelay) with {protocol}",
-        t.client,
-        clean(t.hostname)
-    );
+    let mut out = String::with_capacity(200);
+    out.push_str("Received: from ");
+    push_clean(&mut out, t.helo.unwrap_or("unknown"));
+    // Writing to a String cannot fail.
+    let _ = write!(out, " ({})\r\n\tby ", t.client);
+    push_clean(&mut out, t.hostname);
+    out.push_str(" (postrelay) with ");
+    out.push_str(protocol);
     if let Some(user) = t.user {
-        out.push_str(&format!(" (authenticated as {})", clean(user)));
+        out.push_str(" (authenticated as ");
+        push_clean(&mut out, user);
+        out.push(')');
     }
-    let date = httpdate::fmt_http_date(t.at).replace(" GMT", " +0000");
-    out.push_str(&format!("\r\n\tid {}; {date}\r\n", clean(t.id)));
+    out.push_str("\r\n\tid ");
+    push_clean(&mut out, t.id);
+    let date = httpdate::HttpDate::from(t.at).to_string();
+    out.push_str("; ");
+    out.push_str(date.strip_suffix(" GMT").unwrap_or(&date));
+    out.push_str(" +0000\r\n");
     out
 }
 
-/// Printable ASCII without spaces, parentheses or backslashes; at most 255.
-fn clean(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .take(255)
-        .map(|c| {
-            if c.is_ascii_graphic() && !matches!(c, '(' | ')' | '\\') {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "unknown".into()
-    } else {
-        cleaned
+/// `text` as printable ASCII without spaces, parentheses or backslashes
+/// (each other character a `?`), at most 255 of them; `unknown` when empty.
+fn push_clean(out: &mut String, text: &str) {
+    if text.is_empty() {
+        out.push_str("unknown");
+        return;
     }
+    out.extend(text.chars().take(255).map(|c| {
+        if c.is_ascii_graphic() && !matches!(c, '(' | ')' | '\\') {
+            c
+        } else {
+            '?'
+        }
+    }));
 }
 
 #[cfg(test)]

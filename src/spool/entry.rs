@@ -171,6 +171,13 @@ impl Meta {
     /// when never recorded). One pass over each list: a message to
     /// thousands of recipients costs linear time, not quadratic.
     pub fn envelope_states(&self) -> Vec<(&str, &RecipientState)> {
+        // One recipient recorded as the envelope names it (the common case):
+        // its record is its state, no keys needed.
+        if let ([rcpt], [r]) = (&self.envelope.rcpt_to[..], &self.recipients[..])
+            && r.address == *rcpt
+        {
+            return vec![(rcpt.as_str(), &r.state)];
+        }
         let recorded: std::collections::HashMap<String, &RecipientState> = self
             .recipients
             .iter()
@@ -259,9 +266,10 @@ impl Meta {
         let keys: std::collections::HashSet<String> = rcpts.iter().map(|r| key(r)).collect();
         let mut seen = std::collections::HashSet::new();
         for r in &mut self.recipients {
-            if keys.contains(&key(&r.address)) {
+            let k = key(&r.address);
+            if keys.contains(&k) {
                 r.state = state.clone();
-                seen.insert(key(&r.address));
+                seen.insert(k);
             }
         }
         for rcpt in rcpts {

@@ -69,6 +69,22 @@ fn envelope_states_agree_with_state_of_even_for_a_record_naming_an_address_twice
 }
 
 #[test]
+fn a_lone_recipient_has_its_recorded_state_however_the_record_spells_it() {
+    let mut m = meta(&["a@x.org"]);
+    assert_eq!(m.envelope_states(), [("a@x.org", &RecipientState::Pending)]);
+    m.record_refused(&strings(&["A@X.org"]), Some("406"), "inactive");
+    let refused = RecipientState::Refused {
+        code: Some("406".into()),
+        reason: "inactive".into(),
+    };
+    assert_eq!(m.envelope_states(), [("a@x.org", &refused)]);
+    // A record spelling the address in another case still names it.
+    m.recipients[0].address = "A@X.ORG".into();
+    assert_eq!(m.envelope_states(), [("a@x.org", &refused)]);
+    assert_eq!(m.first_refusal(), Some((Some("406"), "inactive")));
+}
+
+#[test]
 fn a_record_round_trips_and_its_id_comes_from_the_file_name() {
     let mut m = meta(&["a@x.org", "b@x.org"]);
     m.record_accepted(&strings(&["a@x.org"]), None);

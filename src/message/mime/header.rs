@@ -26,11 +26,15 @@ impl Field {
 
 /// Replaces CR, LF and other controls with spaces and trims.
 pub(crate) fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
+    // Controls at either end would become spaces and be trimmed: trim them
+    // with the whitespace, then replace those inside.
+    let s = s.trim_matches(|c: char| c.is_control() || c.is_whitespace());
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    out.extend(s.chars().map(|c| if c.is_control() { ' ' } else { c }));
+    out
 }
 
 /// The first field named `name` (ASCII case-insensitive).
@@ -48,10 +52,7 @@ fn split_untrimmed(raw: &[u8]) -> (Vec<Field>, usize) {
     let mut fields: Vec<Field> = Vec::new();
     let mut pos = 0;
     while pos < raw.len() {
-        let end = raw[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(raw.len(), |n| pos + n + 1);
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |n| pos + n + 1);
         let line = &raw[pos..end];
         let content = line.strip_suffix(b"\n").unwrap_or(line);
         let content = content.strip_suffix(b"\r").unwrap_or(content);
@@ -87,14 +88,20 @@ fn field_start(line: &[u8]) -> Option<Field> {
     })
 }
 
-fn trimmed(fields: Vec<Field>) -> Vec<Field> {
+/// Each value without the ASCII whitespace around it, trimmed in place.
+fn trimmed(mut fields: Vec<Field>) -> Vec<Field> {
+    for f in &mut fields {
+        let v = &mut f.value;
+        let end = v.len()
+            - v.iter()
+                .rev()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+        v.truncate(end);
+        let start = v.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        v.drain(..start);
+    }
     fields
-        .into_iter()
-        .map(|f| Field {
-            value: f.value.trim_ascii().to_vec(),
-            name: f.name,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -153,5 +160,22 @@ mod tests {
             value: b"=?utf-8?q?a=0Ab?= c".to_vec(),
         };
         assert_eq!(field.text(), "a b c");
+    }
+
+    #[test]
+    fn one_line_turns_controls_into_spaces_and_trims_both_ends() {
+        let cases = [
+            ("plain", "plain"),
+            ("  padded\t", "padded"),
+            ("\r\nbroken\r\nacross\r\n", "broken  across"),
+            ("\u{1}\u{7f} bell\u{7}inside \u{0}", "bell inside"),
+            ("\u{a0}non-breaking\u{2003}", "non-breaking"),
+            ("caf\u{e9}\u{85}", "caf\u{e9}"),
+            ("\u{0}\u{1b}", ""),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(one_line(input), want, "{input:?}");
+        }
     }
 }
