@@ -191,7 +191,8 @@ fn judge(
     let code_text = code.map(|c| c.to_string());
     // What Postmark said, for every operator text: "HTTP 422, ErrorCode 300:
     // "Invalid 'To' address."" or, for a foreign body, a snippet of it.
-    let said = match &answer {
+    // Built only for an answer that is not a plain success.
+    let said = || match &answer {
         Some(a) => {
             let mut said = heading.to_string();
             if let Some(c) = a.error_code {
@@ -211,10 +212,11 @@ fn judge(
     };
     let permanent = |what: &str| Outcome::Permanent {
         code: code_text.clone(),
-        reason: format!("Postmark refused the message, {what} ({said})"),
+        reason: format!("Postmark refused the message, {what} ({})", said()),
     };
-    let operator =
-        |what: &str, fix: &str| config_fault(code_text.clone(), format!("{what} ({said}): {fix}"));
+    let operator = |what: &str, fix: &str| {
+        config_fault(code_text.clone(), format!("{what} ({}): {fix}", said()))
+    };
     let relay_bug = || {
         operator(
             "Postmark refused the shape of postrelay's request",
@@ -223,9 +225,9 @@ fn judge(
     };
 
     match (status, code) {
-        (429, _) => transient(format!("Postmark is rate-limiting ({said})"), true),
-        (_, Some(100)) => transient(format!("Postmark is in maintenance ({said})"), false),
-        (500..=599, _) => transient(format!("Postmark server error ({said})"), false),
+        (429, _) => transient(format!("Postmark is rate-limiting ({})", said()), true),
+        (_, Some(100)) => transient(format!("Postmark is in maintenance ({})", said()), false),
+        (500..=599, _) => transient(format!("Postmark server error ({})", said()), false),
         (401, _) | (_, Some(10)) => operator(
             "Postmark rejected the server token",
             "check postmark.server_token",
@@ -242,8 +244,9 @@ fn judge(
         (415, _) => relay_bug(),
         (200..=299, _) if answer.is_none() => transient(
             format!(
-                "The answer is not Postmark's JSON ({said}); retrying, which duplicates the \
-                 message if Postmark did accept it. Check postmark.api_url if this persists"
+                "The answer is not Postmark's JSON ({}); retrying, which duplicates the \
+                 message if Postmark did accept it. Check postmark.api_url if this persists",
+                said()
             ),
             false,
         ),
@@ -294,11 +297,15 @@ fn judge(
         (_, Some(402 | 403 | 409 | 410)) => relay_bug(),
         (_, Some(_)) => transient(
             format!(
-                "Postmark answered with an ErrorCode postrelay does not know, retrying ({said})"
+                "Postmark answered with an ErrorCode postrelay does not know, retrying ({})",
+                said()
             ),
             false,
         ),
-        (_, None) => transient(format!("Postmark answered unexpectedly ({said})"), false),
+        (_, None) => transient(
+            format!("Postmark answered unexpectedly ({})", said()),
+            false,
+        ),
     }
 }
 

@@ -96,7 +96,12 @@ fn classify_element(index: usize, element: &Value, retry_after: Option<Duration>
         Some(_) => 422,
     };
     let heading = format!("batch answer {} of HTTP 200", index + 1);
-    let body = element.to_string();
+    // Its text is quoted only when it is not an answer object.
+    let body = if answer.is_none() {
+        element.to_string()
+    } else {
+        String::new()
+    };
     judge(status, &heading, answer, body.as_bytes(), retry_after)
 }
 
