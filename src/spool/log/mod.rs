@@ -39,6 +39,13 @@ pub use recover::{list, read};
 /// A segment takes no more appends once it is this long.
 const SEGMENT_MAX: u64 = 32 << 20;
 
+/// How far past its frames the writer zero-fills the current segment. An
+/// append into bytes already written and synced changes no file metadata,
+/// so its `fdatasync` flushes the data alone; on ext4 that halves the
+/// sync's latency and CPU. Recovery reads zeros after the last frame as
+/// the end of the segment.
+const ZERO_AHEAD: u64 = 1 << 20;
+
 /// An id as the index holds it: log ids are always 26-byte ULIDs.
 type Key = [u8; 26];
 
@@ -62,6 +69,9 @@ struct Segment {
     done_sync: Arc<GroupSync>,
     /// Bytes reserved so far (the next frame's offset).
     len: u64,
+    /// Bytes from the start already written (frames or zeros) by a write
+    /// that succeeded; appends below this mark change no metadata.
+    zeroed: u64,
     /// Bytes reserved in `done` so far.
     done_len: u64,
     /// Frames appended or being appended and not yet tombstoned.
@@ -302,6 +312,7 @@ impl Segment {
             file,
             done,
             len,
+            zeroed: len,
             live: 0,
             sealed: false,
             damaged: false,

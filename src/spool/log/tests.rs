@@ -30,6 +30,11 @@ fn reopen(log: &Log) -> (Log, recover::Recovered) {
     (again, found)
 }
 
+/// Where a segment's frames end: its zero-filled rest begins.
+fn data_end(bytes: &[u8]) -> usize {
+    bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count()
+}
+
 fn files(log: &Log) -> Vec<String> {
     let mut names: Vec<_> = std::fs::read_dir(&log.dir)
         .unwrap()
@@ -181,7 +186,8 @@ fn a_damaged_frame_is_reported_and_its_segment_kept_as_broken() {
     log.append_blocking(&b, &record(&b), b"second").unwrap();
     let seg = log.dir.join(format!("{:016x}.log", 1));
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.len() / 4;
+    // Inside the first frame (the file runs on in zeros past the frames).
+    let at = data_end(&bytes) / 4;
     bytes[at] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
     let (again, found) = reopen(&log);
@@ -203,7 +209,10 @@ fn a_torn_tail_is_not_damage_and_a_frame_without_its_tombstone_file_recovers() {
     log.append_blocking(&a, &record(&a), b"whole").unwrap();
     let seg = log.dir.join(format!("{:016x}.log", 1));
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes.extend_from_slice(&bytes.clone()[..30]);
+    // A crash cut the next write short: part of a frame, then zeros.
+    let end = data_end(&bytes);
+    let torn = bytes[..30].to_vec();
+    bytes[end..end + 30].copy_from_slice(&torn);
     std::fs::write(&seg, &bytes).unwrap();
     std::fs::remove_file(log.dir.join(format!("{:016x}.done", 1))).unwrap();
     let (again, found) = reopen(&log);
@@ -229,4 +238,48 @@ fn a_symlinked_segment_is_left_alone() {
         files(&again).contains(&format!("{:016x}.log", 8)),
         "a new sequence past it"
     );
+}
+
+#[test]
+fn the_writer_zero_fills_ahead_of_its_frames_and_recovery_reads_the_zeros_as_the_end() {
+    let (_d, log) = fresh();
+    let seg = log.dir.join(format!("{:016x}.log", 1));
+    let ids: Vec<String> = (0..3).map(|_| ulid()).collect();
+    let (mut first, mut last) = (0, 0);
+    for id in &ids {
+        log.append_blocking(id, &record(id), b"Subject: z\r\n\r\n")
+            .unwrap();
+        let bytes = std::fs::read(&seg).unwrap();
+        let end = data_end(&bytes);
+        assert!(end > last, "each frame after the one before");
+        (first, last) = (if first == 0 { end } else { first }, end);
+        assert_eq!(
+            bytes.len(),
+            first + ZERO_AHEAD as usize,
+            "zeros written ahead once, by the first write"
+        );
+    }
+    let (again, found) = reopen(&log);
+    assert_eq!((found.queued.len(), found.broken), (3, 0));
+    for id in &ids {
+        assert!(again.contains(id));
+    }
+}
+
+#[test]
+fn zero_filling_starts_near_the_written_end_and_stops_at_the_segment_cap() {
+    let mb = ZERO_AHEAD;
+    let cases = [
+        // (written so far, frames end) -> fill to
+        (0, 100, 100 + mb),
+        (100 + mb, 200, 100 + mb),
+        (100 + mb, 100 + mb - mb / 4, 100 + mb),
+        (100 + mb, 101 + mb - mb / 4, 101 + mb - mb / 4 + mb),
+        (mb, 3 * mb, 4 * mb),
+        (SEGMENT_MAX - 10, SEGMENT_MAX - 5, SEGMENT_MAX),
+        (SEGMENT_MAX, SEGMENT_MAX + 7, SEGMENT_MAX),
+    ];
+    for (zeroed, end, want) in cases {
+        assert_eq!(writer::zero_target(zeroed, end), want, "{zeroed} {end}");
+    }
 }

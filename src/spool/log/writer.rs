@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver};
 
 use tokio::sync::oneshot;
 
-use super::{Key, Loc, Log, SEGMENT_MAX, Shared, frame, key};
+use super::{Key, Loc, Log, SEGMENT_MAX, Shared, ZERO_AHEAD, frame, key};
 
 /// Most frames, and bytes, one write carries.
 const MAX_FRAMES: usize = 512;
@@ -119,14 +119,20 @@ impl Shared {
         for job in batch {
             buf.extend_from_slice(&job.bytes);
         }
-        let (seq, start, file) = self.reserve(buf.len() as u64, batch.len())?;
+        let (seq, start, file, zeroed) = self.reserve(buf.len() as u64, batch.len())?;
+        let end = start + buf.len() as u64;
+        let zero_to = zero_target(zeroed, end);
         let written = file
             .write_all_at(buf, start)
+            .and_then(|()| write_zeros(&file, end.max(zeroed), zero_to))
             .and_then(|()| (self.data_sync)(&file));
         self.syncs.fetch_add(1, Relaxed);
         let mut t = self.lock();
         match written {
             Ok(()) => {
+                if let Some(s) = t.segments.get_mut(&seq) {
+                    s.zeroed = s.zeroed.max(zero_to).max(end);
+                }
                 let mut offset = start;
                 for job in batch {
                     let len = job.bytes.len();
@@ -156,8 +162,9 @@ impl Shared {
     }
 
     /// Room for `len` bytes of `frames` frames at the current segment's end
-    /// (a new segment when there is none or it is full).
-    fn reserve(&self, len: u64, frames: usize) -> io::Result<(u64, u64, Arc<File>)> {
+    /// (a new segment when there is none or it is full): the segment, the
+    /// offset, its file and how far it is written already.
+    fn reserve(&self, len: u64, frames: usize) -> io::Result<(u64, u64, Arc<File>, u64)> {
         let mut t = self.lock();
         if let Some(seq) = t.current
             && t.segments[&seq].len >= SEGMENT_MAX
@@ -181,6 +188,29 @@ impl Shared {
         let offset = s.len;
         s.len += len;
         s.live += frames;
-        Ok((seq, offset, s.file.clone()))
+        Ok((seq, offset, s.file.clone(), s.zeroed))
     }
+}
+
+/// Where zero-filling should reach once frames end at `end` and the file is
+/// written up to `zeroed`: [`ZERO_AHEAD`] past `end` when `end` has reached
+/// the written part's end, never past [`SEGMENT_MAX`]; else `zeroed` (no
+/// filling).
+pub(super) fn zero_target(zeroed: u64, end: u64) -> u64 {
+    if end + ZERO_AHEAD / 4 <= zeroed || end >= SEGMENT_MAX {
+        return zeroed;
+    }
+    (end + ZERO_AHEAD).min(SEGMENT_MAX).max(zeroed)
+}
+
+/// Writes zeros over `from..to` of `file` (nothing when empty).
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
