@@ -121,11 +121,15 @@ impl Shared {
         }
         let (seq, start, file, zeroed) = self.reserve(buf.len() as u64, batch.len())?;
         let end = start + buf.len() as u64;
-        let zero_to = zero_target(zeroed, end);
-        let written = file
-            .write_all_at(buf, start)
-            .and_then(|()| write_zeros(&file, end.max(zeroed), zero_to))
-            .and_then(|()| (self.data_sync)(&file));
+        let mut zero_to = zero_target(zeroed, end);
+        let written = file.write_all_at(buf, start).and_then(|()| {
+            // Best effort: a disk too full for the zeros may still hold the
+            // frames, which need nothing after them.
+            if write_zeros(&file, end.max(zeroed), zero_to).is_err() {
+                zero_to = end;
+            }
+            (self.data_sync)(&file)
+        });
         self.syncs.fetch_add(1, Relaxed);
         let mut t = self.lock();
         match written {
