@@ -1,5 +1,7 @@
 //! The log's writer thread: it takes every frame waiting for it, writes
-//! them with one `pwrite` at the current segment's end, makes them durable
+//! them with one `pwritev` at the current segment's end (no copy into one
+//! buffer first), keeps the segment zero-filled ahead of them (see
+//! [`ZERO_AHEAD`](super::ZERO_AHEAD)), makes them durable
 //! with one `fdatasync`, indexes them, then answers each committer. Only
 //! this thread appends, so frames never interleave and a failed write can
 //! be cut off the segment's end.
@@ -9,7 +11,7 @@
 //! off (the segment truncated to where the write began, and sealed).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,6 +23,8 @@ use super::{Key, Loc, Log, SEGMENT_MAX, Shared, ZERO_AHEAD, frame, key};
 
 /// Most frames, and bytes, one write carries.
 const MAX_FRAMES: usize = 512;
+// One slice per frame: within Linux's IOV_MAX (1024) for one `pwritev`.
+const _: () = assert!(MAX_FRAMES <= 1024);
 const MAX_BYTES: usize = 8 << 20;
 
 /// One frame to append, and who waits for it.
@@ -87,7 +91,6 @@ impl Log {
 
 /// The writer thread: until every sender is gone.
 fn run(shared: &Shared, jobs: &Receiver<Job>) {
-    let mut buf = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         let mut bytes = batch[0].bytes.len();
@@ -97,7 +100,7 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
             batch.push(job);
         }
         shared.waiting.fetch_sub(batch.len(), Relaxed);
-        let written = shared.write(&batch, &mut buf);
+        let written = shared.write(&batch);
         for job in batch {
             let _ = job.done.send(written.as_ref().map(|_| ()).map_err(copy));
         }
@@ -114,15 +117,13 @@ fn copy(e: &io::Error) -> io::Error {
 
 impl Shared {
     /// Writes and syncs `batch` as one; indexes its frames once durable.
-    fn write(&self, batch: &[Job], buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.clear();
-        for job in batch {
-            buf.extend_from_slice(&job.bytes);
-        }
-        let (seq, start, file, zeroed) = self.reserve(buf.len() as u64, batch.len())?;
-        let end = start + buf.len() as u64;
+    fn write(&self, batch: &[Job]) -> io::Result<()> {
+        let len: usize = batch.iter().map(|job| job.bytes.len()).sum();
+        let (seq, start, file, zeroed) = self.reserve(len as u64, batch.len())?;
+        let end = start + len as u64;
         let mut zero_to = zero_target(zeroed, end);
-        let written = file.write_all_at(buf, start).and_then(|()| {
+        let mut frames: Vec<IoSlice<'_>> = batch.iter().map(|j| IoSlice::new(&j.bytes)).collect();
+        let written = write_all_at(&file, &mut frames, start).and_then(|()| {
             // Best effort: a disk too full for the zeros may still hold the
             // frames, which need nothing after them.
             if write_zeros(&file, end.max(zeroed), zero_to).is_err() {
@@ -210,11 +211,30 @@ pub(super) fn zero_target(zeroed: u64, end: u64) -> u64 {
 /// Writes zeros over `from..to` of `file` (nothing when empty).
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(ZEROS.len() as u64) as usize;
-        file.write_all_at(&ZEROS[..n], at)?;
-        at += n as u64;
+    let mut left = to.saturating_sub(from) as usize;
+    let mut parts = Vec::new();
+    while left > 0 {
+        let n = left.min(ZEROS.len());
+        parts.push(IoSlice::new(&ZEROS[..n]));
+        left -= n;
+    }
+    write_all_at(file, &mut parts, from)
+}
+
+/// Writes `parts` back to back at `offset` with `pwritev`, without first
+/// copying them into one buffer; a short write goes on where it stopped.
+fn write_all_at(file: &File, mut parts: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        match rustix::io::pwritev(file, parts, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut parts, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
