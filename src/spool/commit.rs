@@ -173,7 +173,7 @@ impl Incoming {
                 let record = entry::encode(&meta);
                 spool
                     .log
-                    .append(&meta.id, &record, &pending)
+                    .append(&meta.id, &record, pending)
                     .await
                     .map_err(SpoolError::from_io)?;
             }

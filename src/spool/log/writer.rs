@@ -23,15 +23,23 @@ use super::{Key, Loc, Log, SEGMENT_MAX, Shared, ZERO_AHEAD, frame, key};
 
 /// Most frames, and bytes, one write carries.
 const MAX_FRAMES: usize = 512;
-// One slice per frame: within Linux's IOV_MAX (1024) for one `pwritev`.
-const _: () = assert!(MAX_FRAMES <= 1024);
+// Two slices per frame: within Linux's IOV_MAX (1024) for one `pwritev`.
+const _: () = assert!(MAX_FRAMES * 2 <= 1024);
 const MAX_BYTES: usize = 8 << 20;
 
-/// One frame to append, and who waits for it.
+/// One frame to append (its header and record, then the message bytes it
+/// took over, never copied), and who waits for it.
 pub struct Job {
     key: Key,
-    bytes: Vec<u8>,
+    head: Vec<u8>,
+    message: Vec<u8>,
     done: oneshot::Sender<io::Result<()>>,
+}
+
+impl Job {
+    fn len(&self) -> usize {
+        self.head.len() + self.message.len()
+    }
 }
 
 impl Log {
@@ -41,7 +49,7 @@ impl Log {
         &self,
         id: &str,
         record: &[u8],
-        message: &[u8],
+        message: Vec<u8>,
     ) -> io::Result<oneshot::Receiver<io::Result<()>>> {
         let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
         let key = key(id)
@@ -50,8 +58,7 @@ impl Log {
         if record.len() > frame::MAX_RECORD || message.len() > frame::MAX_MESSAGE {
             return Err(invalid("too large for the log"));
         }
-        let mut bytes = frame::head(id, record, message);
-        bytes.extend_from_slice(message);
+        let head = frame::head(id, record, &message);
         let (done, heard) = oneshot::channel();
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if writer.is_none() {
@@ -63,7 +70,12 @@ impl Log {
             *writer = Some(tx);
         }
         self.waiting.fetch_add(1, Relaxed);
-        let job = Job { key, bytes, done };
+        let job = Job {
+            key,
+            head,
+            message,
+            done,
+        };
         if writer.as_ref().expect("writer").send(job).is_err() {
             self.waiting.fetch_sub(1, Relaxed);
             return Err(io::Error::other("the log writer has stopped"));
@@ -72,7 +84,7 @@ impl Log {
     }
 
     /// Appends `id`'s record and message; resolves once they are durable.
-    pub async fn append(&self, id: &str, record: &[u8], message: &[u8]) -> io::Result<()> {
+    pub async fn append(&self, id: &str, record: &[u8], message: Vec<u8>) -> io::Result<()> {
         let heard = self.submit(id, record, message)?;
         heard
             .await
@@ -82,7 +94,7 @@ impl Log {
     /// [`append`](Log::append) for a thread outside the async runtime.
     #[cfg(test)]
     pub fn append_blocking(&self, id: &str, record: &[u8], message: &[u8]) -> io::Result<()> {
-        let heard = self.submit(id, record, message)?;
+        let heard = self.submit(id, record, message.to_vec())?;
         heard
             .blocking_recv()
             .unwrap_or_else(|_| Err(io::Error::other("the log writer has stopped")))
@@ -93,10 +105,10 @@ impl Log {
 fn run(shared: &Shared, jobs: &Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
-        let mut bytes = batch[0].bytes.len();
+        let mut bytes = batch[0].len();
         while batch.len() < MAX_FRAMES && bytes < MAX_BYTES {
             let Ok(job) = jobs.try_recv() else { break };
-            bytes += job.bytes.len();
+            bytes += job.len();
             batch.push(job);
         }
         shared.waiting.fetch_sub(batch.len(), Relaxed);
@@ -118,11 +130,14 @@ fn copy(e: &io::Error) -> io::Error {
 impl Shared {
     /// Writes and syncs `batch` as one; indexes its frames once durable.
     fn write(&self, batch: &[Job]) -> io::Result<()> {
-        let len: usize = batch.iter().map(|job| job.bytes.len()).sum();
+        let len: usize = batch.iter().map(Job::len).sum();
         let (seq, start, file, zeroed) = self.reserve(len as u64, batch.len())?;
         let end = start + len as u64;
         let mut zero_to = zero_target(zeroed, end);
-        let mut frames: Vec<IoSlice<'_>> = batch.iter().map(|j| IoSlice::new(&j.bytes)).collect();
+        let mut frames: Vec<IoSlice<'_>> = batch
+            .iter()
+            .flat_map(|j| [IoSlice::new(&j.head), IoSlice::new(&j.message)])
+            .collect();
         let written = write_all_at(&file, &mut frames, start).and_then(|()| {
             // Best effort: a disk too full for the zeros may still hold the
             // frames, which need nothing after them.
@@ -140,7 +155,7 @@ impl Shared {
                 }
                 let mut offset = start;
                 for job in batch {
-                    let len = job.bytes.len();
+                    let len = job.len();
                     t.index.insert(job.key, Loc { seq, offset, len });
                     offset += len as u64;
                 }
@@ -152,7 +167,7 @@ impl Shared {
                     let mut offset = start;
                     for job in batch {
                         let _ = file.write_all_at(&[0; 8], offset);
-                        offset += job.bytes.len() as u64;
+                        offset += job.len() as u64;
                     }
                 }
                 if let Some(s) = t.segments.get_mut(&seq) {
