@@ -357,7 +357,7 @@ fn check_fidelity(raw: &[u8], payloads: Option<&[Vec<u8>]>) -> Result<(), String
         let Some(leaf) = index.map(|i| &walked.leaves[i]) else {
             continue;
         };
-        let text = leaf.text.clone().unwrap_or_default();
+        let text = leaf.text().unwrap_or_default();
         if !text.trim().is_empty() && body[field].as_str() != Some(text.as_str()) {
             return Err(format!("{field} is not the chosen leaf's text"));
         }

@@ -139,7 +139,7 @@ pub fn parse(raw: &[u8]) -> ParsedMessage {
     let mut leaves: Vec<Option<mime::Leaf>> = walked.leaves.into_iter().map(Some).collect();
     let mut body = |i: Option<usize>| {
         i.and_then(|i| leaves[i].take())
-            .map(|leaf| leaf.text.unwrap_or_default())
+            .map(|leaf| leaf.into_text().unwrap_or_default())
     };
     out.text_body = body(chosen.text);
     out.html_body = body(chosen.html);

@@ -67,7 +67,7 @@ mod tests {
     fn classify(raw: &str) -> (Option<String>, Option<String>, Vec<String>) {
         let mime = walk(raw.as_bytes());
         let b = choose(&mime);
-        let text = |i: Option<usize>| i.and_then(|i| mime.leaves[i].text.clone());
+        let text = |i: Option<usize>| i.and_then(|i| mime.leaves[i].text());
         let attachments = b
             .attachments
             .iter()

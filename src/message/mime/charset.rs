@@ -53,15 +53,35 @@ pub fn lookup(label: &str) -> Option<&'static Encoding> {
 /// Decodes `bytes` declared as `label` (if any) to UTF-8.
 pub fn decode(label: Option<&str>, bytes: &[u8]) -> String {
     let declared = label.filter(|l| !l.trim().is_empty());
-    let ascii_label = declared.is_some_and(|l| {
-        ASCII_LABELS.contains(&l.trim().trim_matches('"').to_ascii_lowercase().as_str())
-    });
     match declared.and_then(lookup) {
         Some(enc) if enc == UTF_8 => UTF_8.decode_with_bom_removal(bytes).0.into_owned(),
-        Some(_) if ascii_label => undeclared(bytes),
+        Some(_) if is_ascii_label(declared) => undeclared(bytes),
         Some(enc) => enc.decode(bytes).0.into_owned(),
         None => undeclared(bytes),
     }
+}
+
+/// [`decode`], taking the bytes: when `decode` would return them as they
+/// are (valid UTF-8 read as UTF-8, no byte-order mark to drop), they become
+/// the string without a copy.
+pub fn decode_owned(label: Option<&str>, bytes: Vec<u8>) -> String {
+    let declared = label.filter(|l| !l.trim().is_empty());
+    let as_is = match declared.and_then(lookup) {
+        Some(enc) if enc == UTF_8 => !bytes.starts_with(b"\xef\xbb\xbf"),
+        Some(_) => is_ascii_label(declared),
+        None => true,
+    };
+    if !as_is {
+        return decode(label, &bytes);
+    }
+    String::from_utf8(bytes).unwrap_or_else(|e| decode(label, e.as_bytes()))
+}
+
+/// A label naming ASCII, under which UTF-8 bytes are still read as UTF-8.
+fn is_ascii_label(declared: Option<&str>) -> bool {
+    declared.is_some_and(|l| {
+        ASCII_LABELS.contains(&l.trim().trim_matches('"').to_ascii_lowercase().as_str())
+    })
 }
 
 /// Bytes with no usable label: UTF-8 when they are valid UTF-8, else Windows-1252.
@@ -112,6 +132,37 @@ mod tests {
         assert_eq!(decode(None, b"Gr\xfc\xdfe \x80"), "Grüße €");
         assert_eq!(decode(None, "Grüße".as_bytes()), "Grüße");
         assert_eq!(decode(Some("x-unknown"), b"K\xf6ln"), "Köln");
+    }
+
+    #[test]
+    fn decoding_owned_bytes_gives_what_decoding_borrowed_ones_does() {
+        let labels = [
+            None,
+            Some(""),
+            Some("utf-8"),
+            Some("us-ascii"),
+            Some("iso-8859-1"),
+            Some("windows-1251"),
+            Some("shift_jis"),
+            Some("x-unknown"),
+        ];
+        let texts: [&[u8]; 6] = [
+            b"plain",
+            "K\u{f6}ln \u{65e5}\u{672c}".as_bytes(),
+            b"\xef\xbb\xbfwith a BOM",
+            b"K\xf6ln",
+            b"\x93\xfa\x96\x7b",
+            b"",
+        ];
+        for label in labels {
+            for bytes in texts {
+                assert_eq!(
+                    decode_owned(label, bytes.to_vec()),
+                    decode(label, bytes),
+                    "{label:?} {bytes:?}"
+                );
+            }
+        }
     }
 
     #[test]

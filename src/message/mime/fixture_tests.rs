@@ -84,8 +84,7 @@ fn expected(text: &str) -> View {
 fn walker_view(raw: &[u8]) -> View {
     let mime = walk(raw);
     let chosen = bodies::choose(&mime);
-    let text_of =
-        |i: Option<usize>| i.map(|i| body(mime.leaves[i].text.as_deref().unwrap_or_default()));
+    let text_of = |i: Option<usize>| i.map(|i| body(&mime.leaves[i].text().unwrap_or_default()));
     View {
         subject: mime.header_text("subject"),
         text: text_of(chosen.text),

@@ -114,14 +114,30 @@ pub struct Leaf {
     pub transfer_encoding: TransferEncoding,
     /// The bytes with the transfer encoding removed (charset untouched).
     pub data: Vec<u8>,
-    /// For `text/*` leaves: `data` decoded to UTF-8 with the declared
-    /// charset (Windows-1252 for undeclared non-UTF-8 bytes).
-    pub text: Option<String>,
     /// Enclosing multipart nodes, outermost first.
     pub parents: Vec<usize>,
 }
 
 impl Leaf {
+    /// For a `text/*` leaf: `data` decoded to UTF-8 with the declared
+    /// charset (Windows-1252 for undeclared non-UTF-8 bytes).
+    pub fn text(&self) -> Option<String> {
+        self.is_text()
+            .then(|| charset::decode(self.content_type.get("charset"), &self.data))
+    }
+
+    /// [`text`](Self::text), taking the leaf: UTF-8 bytes become the text
+    /// without a copy (a body is decoded once, when chosen, not at parse).
+    pub fn into_text(self) -> Option<String> {
+        let label = self.content_type.get("charset").map(str::to_string);
+        self.is_text()
+            .then(|| charset::decode_owned(label.as_deref(), self.data))
+    }
+
+    fn is_text(&self) -> bool {
+        self.content_type.value.starts_with("text/")
+    }
+
     /// Lower-cased `type/subtype`.
     pub fn mime_type(&self) -> &str {
         &self.content_type.value

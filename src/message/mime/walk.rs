@@ -5,7 +5,7 @@
 //! prefix (`b1`, `b1-alt`) never cut each other's parts.
 
 use super::header::{self, Field};
-use super::{Disposition, Leaf, Limits, Mime, Multipart, charset, param, transfer};
+use super::{Disposition, Leaf, Limits, Mime, Multipart, param, transfer};
 
 pub(super) struct Walker {
     limits: Limits,
@@ -142,10 +142,6 @@ impl Walker {
         let content_id = header::find(fields, "content-id")
             .map(|f| f.raw_text().trim_matches(['<', '>', ' ']).to_string())
             .filter(|id| !id.is_empty());
-        let text = content_type
-            .value
-            .starts_with("text/")
-            .then(|| charset::decode(content_type.get("charset"), &decoded.data));
         self.mime.leaves.push(Leaf {
             content_type,
             disposition,
@@ -154,7 +150,6 @@ impl Walker {
             content_id,
             transfer_encoding,
             data: decoded.data,
-            text,
             parents: parents.to_vec(),
         });
     }
