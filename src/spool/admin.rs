@@ -52,10 +52,21 @@ fn checked_dir(root: &Path, area: Area) -> Result<Option<std::path::PathBuf>, Sp
 /// Read-only and lock-free: safe beside a running daemon (entries that
 /// vanish while listing are skipped). Refuses an untrusted spool.
 pub fn list(root: &Path, area: Area) -> Result<Vec<Meta>, SpoolError> {
-    let mut out = Vec::new();
     let Some(dir) = checked_dir(root, area)? else {
-        return Ok(out);
+        return Ok(Vec::new());
     };
+    // The log before the files: an entry moving from the log to files is
+    // written to its files before its frame is tombstoned, so one of the two
+    // reads sees it whenever the other ran.
+    let logged = match area {
+        Area::Queue => {
+            let failed = dir.with_file_name(Area::Failed.dir());
+            let dead = |id: &str| fsio::is_file(&failed.join(format!("{id}.json")));
+            super::log::list(&dir.with_file_name("log"), &dead)?
+        }
+        Area::Failed => Vec::new(),
+    };
+    let mut out = Vec::new();
     for entry in fs::read_dir(&dir)? {
         let name = entry?.file_name();
         let Some(id) = name.to_str().and_then(|n| id_of(n, "json")) else {
@@ -67,14 +78,9 @@ pub fn list(root: &Path, area: Area) -> Result<Vec<Meta>, SpoolError> {
             Err(e) => tracing::warn!(id = %id, error = %e, "skipping entry"),
         }
     }
-    if area == Area::Queue {
-        // Messages still in the log; files win (see the log's recovery).
-        let failed = dir.with_file_name(Area::Failed.dir());
-        let listed: std::collections::HashSet<String> = out.iter().map(|m| m.id.clone()).collect();
-        let on_file =
-            |id: &str| listed.contains(id) || fsio::is_file(&failed.join(format!("{id}.json")));
-        out.extend(super::log::list(&dir.with_file_name("log"), &on_file)?);
-    }
+    // Files win over a frame with the same id (see the log's recovery).
+    let on_file: std::collections::HashSet<String> = out.iter().map(|m| m.id.clone()).collect();
+    out.extend(logged.into_iter().filter(|m| !on_file.contains(&m.id)));
     out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
     Ok(out)
 }
@@ -87,13 +93,20 @@ pub fn read(root: &Path, area: Area, id: &str) -> Result<(Meta, Vec<u8>), SpoolE
     let Some(dir) = checked_dir(root, area)? else {
         return Err(SpoolError::NotFound(id.to_string()));
     };
-    match read_record(&dir, id) {
+    let from_files = || {
+        read_record(&dir, id)
+            .and_then(|meta| Ok((meta, fsio::read(&dir.join(format!("{id}.eml")))?)))
+    };
+    match from_files() {
         Err(SpoolError::NotFound(_)) if area == Area::Queue => {
-            super::log::read(&dir.with_file_name("log"), id)?
-                .ok_or_else(|| SpoolError::NotFound(id.to_string()))
+            match super::log::read(&dir.with_file_name("log"), id)? {
+                Some(found) => Ok(found),
+                // Moved from the log to its files meanwhile: the files were
+                // written before the frame was tombstoned.
+                None => from_files(),
+            }
         }
-        Err(e) => Err(e),
-        Ok(meta) => Ok((meta, fsio::read(&dir.join(format!("{id}.eml")))?)),
+        other => other,
     }
 }
 
